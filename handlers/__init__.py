@@ -1,0 +1,1 @@
+"""Plug-ins of the relay: providers (where upscales go) and sinks (where events go)."""

@@ -1,0 +1,17 @@
+"""Sink registry: ``type`` in ``[sinks.NAME]`` → the class that delivers there.
+
+Adding a sink is one module in this package, one line here, and its tests.
+"""
+
+from __future__ import annotations
+
+from handlers.sinks.base import Sink, SinkConfig
+from handlers.sinks.file import FileSink
+from handlers.sinks.http import HttpSink
+
+SINKS: dict[str, type[Sink]] = {
+    "http": HttpSink,
+    "file": FileSink,
+}
+
+__all__ = ["SINKS", "Sink", "SinkConfig"]

@@ -1,0 +1,69 @@
+"""The ``Sink`` contract: where normalised events go."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import httpx
+
+from receiver.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    """One ``[sinks.NAME]`` table. The keys every sink understands are fields; the
+    sink-specific ones (``url``, ``bucket``, ``secret`` …) stay in ``options``."""
+
+    name: str
+    type: str
+    options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    retry_schedule_s: tuple[float, ...] | None = None
+    timeout_s: float = 10.0
+    max_concurrency: int = 8
+    circuit_failure_threshold: int = 10
+    circuit_probe_interval_s: float = 30.0
+
+
+class Sink(Protocol):
+    """A destination for events.
+
+    Built once per process with its config and the shared ``httpx.AsyncClient``
+    (construct with config, call with data)::
+
+        sink = HttpSink(config, client)
+        await sink.deliver(event)
+
+    ``deliver(event)`` returns when the destination has durably accepted the event and
+    raises ``DeliveryFailed`` otherwise: with the destination's HTTP ``status`` when it
+    answered, ``retry_after_s`` when it asked for a pause, and ``permanent=True`` for an
+    answer that no retry can fix (the retry policy classifies the rest by status). It
+    must be idempotent for the same ``event.id``: delivery is at-least-once.
+
+    ``config_problems(options)`` lists what is wrong with a ``[sinks.NAME]`` table
+    (missing ``url`` …), for ``relay check-config``; it must not touch the network.
+    ``aclose()`` releases what the sink opened itself (not the shared client).
+    """
+
+    type: ClassVar[str]
+    config: SinkConfig
+
+    async def deliver(self, event: Event) -> None: ...
+
+    @classmethod
+    def config_problems(cls, options: Mapping[str, Any]) -> list[str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def required_options(options: Mapping[str, Any], *keys: str) -> list[str]:
+    """Problems for each of ``keys`` that is missing or blank."""
+    return [f"'{key}' is required" for key in keys if not options.get(key)]
+
+
+def http_client_error(exc: httpx.HTTPError) -> str:
+    """A short text for a transport failure (no URL: it may carry a token)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return f"connection failed ({type(exc).__name__})"

@@ -1,0 +1,215 @@
+"""What every provider simulator shares: per-task knobs, a task book that advances
+with time, a callback sender, and real PNG images to point results at.
+
+Knobs are chosen per task through the *parent id* you submit, as dash- or
+underscore-separated words (``grid-fail``, ``abc_nocallback_delay2000``):
+
+==============  ===========================================================
+``fail``        the task ends failed
+``moderate``    the task ends moderated (provider's moderation wording)
+``cancel``      the task ends cancelled (where the provider has that state)
+``nocallback``  never call back (the poll endpoint still answers)
+``twice``       send the final callback twice
+``outoforder``  send the final callback before a progress callback
+``delay<ms>``   wait this long before the first callback (default 30 ms)
+``ratelimit``   answer the submit with the provider's 429
+``stuck``       never finish (callbacks stop at progress; polls say running)
+``slow<ms>``    the task takes this long to finish (default 60 ms)
+==============  ===========================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import struct
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+_WORD = re.compile(r"[A-Za-z]+\d*")
+
+
+@dataclass(frozen=True, slots=True)
+class Knobs:
+    fail: bool = False
+    moderate: bool = False
+    cancel: bool = False
+    no_callback: bool = False
+    twice: bool = False
+    out_of_order: bool = False
+    rate_limit: bool = False
+    stuck: bool = False
+    delay_s: float = 0.03
+    duration_s: float = 0.06
+
+    @classmethod
+    def from_parent(cls, parent_id: str) -> Knobs:
+        words = {w.lower() for w in _WORD.findall(parent_id)}
+        delay_s, duration_s = 0.03, 0.06
+        for word in words:
+            if word.startswith("delay") and word[5:].isdigit():
+                delay_s = int(word[5:]) / 1000
+            if word.startswith("slow") and word[4:].isdigit():
+                duration_s = int(word[4:]) / 1000
+        return cls(
+            fail="fail" in words,
+            moderate="moderate" in words,
+            cancel="cancel" in words,
+            no_callback="nocallback" in words,
+            twice="twice" in words,
+            out_of_order="outoforder" in words,
+            rate_limit="ratelimit" in words,
+            stuck="stuck" in words,
+            delay_s=delay_s,
+            duration_s=duration_s,
+        )
+
+
+@dataclass(slots=True)
+class SimTask:
+    """One task at a simulated provider; its state is a function of elapsed time."""
+
+    id: str
+    parent_id: str
+    action: str
+    knobs: Knobs
+    image_base: str
+    created_at: float = field(default_factory=time.monotonic)
+    callback_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        if self.knobs.stuck:
+            return False
+        return time.monotonic() - self.created_at >= self.knobs.delay_s + self.knobs.duration_s
+
+    @property
+    def outcome(self) -> str:
+        """``completed``, ``failed``, ``moderated`` or ``cancelled`` (once finished)."""
+        if self.knobs.moderate:
+            return "moderated"
+        if self.knobs.cancel:
+            return "cancelled"
+        if self.knobs.fail:
+            return "failed"
+        return "completed"
+
+    @property
+    def progress(self) -> int:
+        if self.finished:
+            return 100
+        elapsed = time.monotonic() - self.created_at - self.knobs.delay_s
+        return max(0, min(90, int(100 * elapsed / max(self.knobs.duration_s, 0.001))))
+
+    @property
+    def image_url(self) -> str:
+        return f"{self.image_base}/images/{self.id}.png"
+
+
+class TaskBook:
+    """The tasks one simulator knows, by id."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, SimTask] = {}
+        self.submissions: list[dict[str, Any]] = []
+
+    def add(self, task: SimTask) -> SimTask:
+        self.tasks[task.id] = task
+        return task
+
+    def get(self, task_id: str) -> SimTask | None:
+        return self.tasks.get(task_id)
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+BodyFor = Callable[[SimTask, str], Mapping[str, Any]]
+"""(task, phase) -> callback JSON, phase being ``progress`` or ``final``."""
+
+
+class CallbackSender:
+    """Posts a task's callbacks in the background: progress, then the final body,
+    bent by the task's knobs. Tracks its tasks so a server can drain them."""
+
+    def __init__(self, headers_for: Callable[[SimTask, bytes], Mapping[str, str]]) -> None:
+        self._headers_for = headers_for
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sent: list[tuple[str, int | None]] = []
+
+    def start(self, task: SimTask, body_for: BodyFor, *, progress_posts: bool = True) -> None:
+        if task.callback_url is None or task.knobs.no_callback:
+            return
+        job = asyncio.create_task(self._run(task, body_for, progress_posts))
+        self._tasks.add(job)
+        job.add_done_callback(self._tasks.discard)
+
+    async def _run(self, task: SimTask, body_for: BodyFor, progress_posts: bool) -> None:
+        knobs = task.knobs
+        await asyncio.sleep(knobs.delay_s)
+        async with httpx.AsyncClient(timeout=10) as client:
+            if progress_posts and not knobs.out_of_order:
+                await self._post(client, task, body_for(task, "progress"))
+            if knobs.stuck:
+                return
+            if not knobs.out_of_order:
+                remaining = task.created_at + knobs.delay_s + knobs.duration_s - time.monotonic()
+                await asyncio.sleep(max(0.0, remaining))
+            await self._post(client, task, body_for(task, "final"))
+            if progress_posts and knobs.out_of_order:
+                await self._post(client, task, body_for(task, "progress"))
+            if knobs.twice:
+                await self._post(client, task, body_for(task, "final"))
+
+    async def _post(self, client: httpx.AsyncClient, task: SimTask, body: Mapping[str, Any]) -> None:
+        raw = json.dumps(body).encode()
+        headers = {"content-type": "application/json", **self._headers_for(task, raw)}
+        assert task.callback_url is not None
+        for _attempt in range(3):
+            try:
+                response = await client.post(task.callback_url, content=raw, headers=headers)
+            except httpx.HTTPError:
+                self.sent.append((task.id, None))
+                await asyncio.sleep(0.2)
+                continue
+            self.sent.append((task.id, response.status_code))
+            if response.status_code < 500:
+                return
+            await asyncio.sleep(0.2)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def png_bytes(seed: str, size: int = 16) -> bytes:
+    """A small, valid RGB PNG whose colour depends on ``seed``."""
+    digest = zlib.crc32(seed.encode())
+    pixel = bytes(((digest >> 16) & 255, (digest >> 8) & 255, digest & 255))
+    raw = b"".join(b"\x00" + pixel * size for _ in range(size))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
