@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from handlers.providers.apiframe import ApiframeProvider
 from handlers.providers.base import Provider, ProviderConfig, SubmitResult, SubmitSpec
+from handlers.providers.imaginepro import ImagineProProvider
+from handlers.providers.useapi import UseapiProvider
 
 PROVIDERS: dict[str, type[Provider]] = {
     "apiframe": ApiframeProvider,
+    "imaginepro": ImagineProProvider,
+    "useapi": UseapiProvider,
 }
 
 __all__ = ["PROVIDERS", "Provider", "ProviderConfig", "SubmitResult", "SubmitSpec"]
