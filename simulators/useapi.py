@@ -85,6 +85,11 @@ class Concurrency:
     refused: int = 0
 
 
+def _prefix_url(request: Request) -> str:
+    """This simulator's own root URL, mount prefix included (``/images`` lives under it)."""
+    return f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -245,7 +250,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
                 parent_id=parent,
                 action=label,
                 knobs=knobs,
-                image_base=str(request.url_for("image", task_id="_")).rsplit("/images/", 1)[0],
+                image_base=_prefix_url(request),
                 callback_url=body.get("replyUrl"),
                 extra={
                     "reply_ref": body.get("replyRef"),
