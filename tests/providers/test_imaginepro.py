@@ -380,3 +380,22 @@ def test_unreadable_bodies_name_the_field(payload: Any, field: str) -> None:
     with pytest.raises(PayloadError) as caught:
         parse_message(payload)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("status", "content", "error"),
+    [
+        (502, b"<html>Bad Gateway</html>", ProviderUnavailable),
+        (400, b'["not", "an", "object"]', ProviderRejected),
+        (400, b'{"statusCode": 400}', ProviderRejected),
+    ],
+)
+async def test_error_bodies_that_are_not_imaginepros_shape_still_map(
+    status: int, content: bytes, error: type[ProviderError]
+) -> None:
+    """An error answer that is not JSON, not an object, or has no text still maps by
+    its HTTP status."""
+    provider, client = _provider(lambda request: httpx.Response(status, content=content))
+    async with client:
+        with pytest.raises(error):
+            await provider.submit(_spec())

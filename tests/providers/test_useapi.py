@@ -23,6 +23,7 @@ from receiver.errors import (
     ProviderRejected,
     ProviderUnavailable,
     Unauthorized,
+    UnsupportedAction,
 )
 from receiver.events import ErrorCode, UpdateState
 from tests.conftest import load_fixture
@@ -413,3 +414,45 @@ def test_unreadable_bodies_name_the_field(payload: Any, field: str) -> None:
     with pytest.raises(PayloadError) as caught:
         parse_job(payload)
     assert caught.value.field == field
+
+
+async def test_unknown_action_is_refused_before_any_request() -> None:
+    """An action outside our names raises UnsupportedAction and sends nothing."""
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"jobid": "j"})
+
+    provider, client = _provider(handler)
+    async with client:
+        with pytest.raises(UnsupportedAction):
+            await provider.submit(_spec("V1"))
+    assert sent == []
+
+
+async def test_429_with_unreadable_details_still_waits_10_to_30_seconds() -> None:
+    """A 429 whose errorDetails is not JSON, or whose body is not JSON at all, falls
+    back to a 10..30 s wait."""
+    for content in (b'{"error": "busy", "errorDetails": "try later", "code": 429}', b"busy"):
+        provider, client = _provider(lambda request, c=content: httpx.Response(429, content=c))
+        async with client:
+            with pytest.raises(ProviderRateLimited) as caught:
+                await provider.submit(_spec())
+        assert 10 <= caught.value.retry_after_s <= 30
+
+
+async def test_non_json_server_error_is_unavailable() -> None:
+    """A 503 with an HTML body is ProviderUnavailable."""
+    provider, client = _provider(lambda request: httpx.Response(503, content=b"<html>"))
+    async with client:
+        with pytest.raises(ProviderUnavailable):
+            await provider.submit(_spec())
+
+
+def test_running_job_without_content_has_no_progress() -> None:
+    """A created job with no ``content`` has an unknown percentage."""
+    update = parse_job({"jobid": "j", "status": "created", "replyRef": "job_1"})
+    assert update.state is UpdateState.PROGRESS
+    assert update.progress is None
+    assert update.correlation_id == "job_1"

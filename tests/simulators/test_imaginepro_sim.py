@@ -203,3 +203,18 @@ async def test_legacy_endpoints_answer_too() -> None:
         fetched = await env.client.get(f"{base}/message/{message_id}", headers=headers)
         assert fetched.json()["messageId"] == message_id
         assert fetched.json()["ref"] == ""
+
+
+async def test_simulator_refuses_non_json_and_unknown_messages() -> None:
+    """A body that is not JSON is a 400; fetching an unknown message is a 404, which the
+    adapter raises as ProviderRejected."""
+    async with provider_against_simulator("imaginepro") as env:
+        response = await env.client.post(
+            f"{env.sim_url}/imaginepro/api/v1/nova/button",
+            content=b"messageId=grid",
+            headers={"Authorization": f"Bearer {DEFAULT_KEY}"},
+        )
+        assert response.status_code == 400
+        assert response.json()["statusCode"] == 400
+        with pytest.raises(ProviderRejected):
+            await env.provider.poll("no-such-message")

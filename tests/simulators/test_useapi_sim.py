@@ -191,6 +191,7 @@ async def _post(env: SimEnv, body: Any) -> httpx.Response:
         ({"jobid": "grid", "button": "U1", "replyUrl": "x" * 1025}, "replyUrl is too long"),
         ({"jobid": "grid", "button": "U1", "maxJobs": 0}, _MAX_JOBS),
         ({"jobid": "grid", "button": "U1", "maxJobs": "3"}, _MAX_JOBS),
+        ({"jobid": "grid", "button": "U1", "replyUrl": 5}, "replyUrl must be a string"),
         ("U1", "jobid is missing"),
     ],
 )
@@ -232,3 +233,20 @@ async def test_simulator_answers_with_the_job_record() -> None:
         assert record["replyUrl"] == reply_url
         assert record["maxJobs"] == 3
         assert record["parentJobId"] == "grid"
+
+
+async def test_simulator_refuses_unfinished_parents_and_polls_without_jobid() -> None:
+    """A button on a parent that is still running is a 400, non-JSON bodies are a 400,
+    and a poll without ``jobid`` is useapi's 400 "jobid is missing"."""
+    async with provider_against_simulator("useapi") as env:
+        parent = await env.provider.submit(env.spec("U1", "grid-stuck"))
+        with pytest.raises(ProviderRejected, match="is not completed"):
+            await env.provider.submit(env.spec("upscale_subtle", parent.provider_task_id))
+        headers = {"Authorization": f"Bearer {DEFAULT_KEY}"}
+        response = await env.client.post(
+            f"{env.sim_url}/useapi/v2/jobs/button", content=b"jobid=x", headers=headers
+        )
+        assert response.json() == {"error": "jobid is missing", "code": 400}
+        response = await env.client.get(f"{env.sim_url}/useapi/v2/jobs/", headers=headers)
+        assert response.status_code == 400
+        assert response.json() == {"error": "jobid is missing", "code": 400}
