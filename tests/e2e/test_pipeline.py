@@ -231,12 +231,14 @@ async def test_idempotency_key_returns_same_job_and_submits_once(tmp_path: Path)
 
 async def test_api_requires_bearer_token(tmp_path: Path) -> None:
     """/v1 answers 401 without the token or with a wrong one; health needs none."""
-    async with running_stack(tmp_path) as stack:
-        async with httpx.AsyncClient(base_url=stack.base_url) as anon:
-            assert (await anon.get("/v1/jobs")).status_code == 401
-            wrong = await anon.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
-            assert wrong.status_code == 401
-            assert (await anon.get("/healthz")).json() == {"status": "ok"}
-            assert (await anon.get("/readyz")).status_code == 200
-            metrics = await anon.get("/metrics")
-            assert "relay_callbacks_total" in metrics.text
+    async with (
+        running_stack(tmp_path) as stack,
+        httpx.AsyncClient(base_url=stack.base_url) as anon,
+    ):
+        assert (await anon.get("/v1/jobs")).status_code == 401
+        wrong = await anon.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert (await anon.get("/healthz")).json() == {"status": "ok"}
+        assert (await anon.get("/readyz")).status_code == 200
+        metrics = await anon.get("/metrics")
+        assert "relay_callbacks_total" in metrics.text
