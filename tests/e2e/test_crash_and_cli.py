@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -98,6 +99,15 @@ async def test_sigkill_after_ack_still_delivers_after_restart(tmp_path: Path) ->
             assert answer.status_code == 200
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
+            assert process.stderr is not None
+            logs = process.stderr.read().decode()
+        # one JSON line per request, and no credential in any of them
+        requests = [json.loads(line) for line in logs.splitlines() if '"http.request"' in line]
+        assert {r["path"] for r in requests} >= {"/v1/upscales", "/callbacks/apiframe/[redacted]"}
+        assert all(r["request_id"] for r in requests)
+        token = task.callback_url.rsplit("/", 1)[1]
+        for secret in (token, task.extra["webhook_secret"], API_TOKEN, SECRET_KEY):
+            assert secret not in logs
         assert recorder.received == []
         async with relay_process(_env(tmp_path, port), port):
             [received] = await recorder.wait_for(1, timeout=15)
