@@ -10,7 +10,7 @@ answers with the job record (``status: started``). Posts the job record to
 Errors use the documented bodies (PROVIDERS.md §4): 400 (missing or unknown fields, a
 button the parent does not offer), 401, 409 when a U-button is pressed again on the
 same parent (naming the first job), 429 when ``maxJobs`` jobs are already running
-(``app.state.concurrency.peak`` records the most ever running at once) or for the
+(``app.state.book.peak_running`` records the most ever running at once) or for the
 ``ratelimit`` knob (Discord's 429). Besides the shared knobs (``simulators.base``),
 words in the parent id select the other documented answers: ``notfound`` (404),
 ``nosub`` (402), ``blocked`` (422 moderated), ``queued`` (504).
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,12 +76,14 @@ _FAILURES: dict[str, dict[str, str]] = {
 }
 
 
-@dataclass(slots=True)
-class Concurrency:
-    """How many jobs ran at once: the peak, and how many submits were refused (429)."""
+class UseapiBook(TaskBook):
+    """The task book plus how many jobs ran at once: ``peak_running`` is the most ever
+    running together, ``refused`` counts submits answered with the maxJobs 429."""
 
-    peak: int = 0
-    refused: int = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.peak_running = 0
+        self.refused = 0
 
 
 def _prefix_url(request: Request) -> str:
@@ -168,11 +169,10 @@ def _validate(body: dict[str, Any]) -> str | None:
 
 
 def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
-    """The simulator as an ASGI app; ``app.state.book`` holds its jobs and
-    ``app.state.concurrency`` its peak of jobs running at once."""
-    book = TaskBook()
+    """The simulator as an ASGI app; ``app.state.book`` holds its jobs and the peak of
+    jobs running at once (``book.peak_running``)."""
+    book = UseapiBook()
     sender = CallbackSender(lambda task, body: {})
-    concurrency = Concurrency()
     #: (parent jobid, U-button) -> the job that ran it
     pressed: dict[tuple[str, str], str] = {}
     expected = f"Bearer {api_key}".encode()
@@ -237,7 +237,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         max_jobs = body.get("maxJobs", DEFAULT_MAX_JOBS)
         executing = running()
         if len(executing) >= max_jobs:
-            concurrency.refused += 1
+            book.refused += 1
             return _error(
                 429,
                 f"Maximum of {max_jobs} jobs executing in parallel supported",
@@ -259,7 +259,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
                 },
             )
         )
-        concurrency.peak = max(concurrency.peak, len(executing) + 1)
+        book.peak_running = max(book.peak_running, len(executing) + 1)
         if label in U_BUTTONS:
             pressed[(parent, label)] = task.id
         sender.start(task, job_body)
@@ -292,5 +292,4 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
     )
     app.state.book = book
     app.state.sender = sender
-    app.state.concurrency = concurrency
     return app

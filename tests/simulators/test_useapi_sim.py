@@ -52,7 +52,7 @@ async def test_every_action_calls_back_progress_then_completed() -> None:
         submitted = env.sim.state.book.submissions
         assert sorted(body["button"] for body in submitted) == sorted(LABELS.values())
         assert {body["maxJobs"] for body in submitted} == {15}
-        assert env.sim.state.concurrency.peak == len(ALL_ACTIONS)
+        assert env.sim.state.book.peak_running == len(ALL_ACTIONS)
 
 
 async def test_poll_until_done_without_callbacks() -> None:
@@ -125,8 +125,8 @@ async def test_max_jobs_three_refuses_the_fourth_concurrent_job() -> None:
         raw = await _post(env, {"jobid": "grid-5", "button": "U1", "maxJobs": 3})
         assert raw.status_code == 429
         assert raw.json()["executingJobs"] == [job.provider_task_id for job in running]
-        assert env.sim.state.concurrency.peak == 3
-        assert env.sim.state.concurrency.refused == 2
+        assert env.sim.state.book.peak_running == 3
+        assert env.sim.state.book.refused == 2
         assert [body["maxJobs"] for body in env.sim.state.book.submissions] == [3, 3, 3]
 
 
@@ -140,7 +140,7 @@ async def test_finished_jobs_free_their_slot() -> None:
             await env.provider.submit(env.spec("U1", "grid-next"))
         await env.poll_until_done(short.provider_task_id)
         await env.provider.submit(env.spec("U1", "grid-next"))
-        assert env.sim.state.concurrency.peak == 3
+        assert env.sim.state.book.peak_running == 3
 
 
 async def test_documented_errors_map_through_the_adapter() -> None:
