@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,12 @@ PG_SKIP_REASON = (
 _pg_skipped: list[str] = []
 
 
-def pg_dsn() -> str:
+def pg_dsn(environ: Mapping[str, str] = os.environ) -> str:
     """The test server's DSN; skip (locally) or fail (CI) when it is not configured."""
-    dsn = os.environ.get(PG_ENV, "")
+    dsn = environ.get(PG_ENV, "")
     if dsn:
         return dsn
-    if os.environ.get("CI") == "true":
+    if environ.get("CI") == "true":
         pytest.fail(f"{PG_ENV} is unset under CI=true: the PostgreSQL store must be tested")
     _pg_skipped.append(PG_SKIP_REASON)
     pytest.skip(PG_SKIP_REASON)
@@ -44,7 +44,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
 
 
-async def _pg_execute(dsn: str, sql: str) -> None:
+async def pg_execute(dsn: str, sql: str) -> None:
+    """Run one statement on a fresh connection; an unreachable server fails the test."""
     import asyncpg
 
     try:
@@ -64,6 +65,8 @@ class Backend:
     name: str
     factory: Callable[[], Store]
     opened: list[Store] = field(default_factory=list)
+    dsn: str = ""
+    schema: str = ""
 
     def open(self) -> Store:
         store = self.factory()
@@ -87,14 +90,14 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
     dsn = pg_dsn()
     schema = f"relay_test_{secrets.token_hex(6)}"
-    await _pg_execute(dsn, "SELECT 1")
-    backend = Backend("postgres", lambda: PostgresStore(dsn, schema=schema))
+    await pg_execute(dsn, "SELECT 1")
+    backend = Backend("postgres", lambda: PostgresStore(dsn, schema=schema), dsn=dsn, schema=schema)
     try:
         yield backend
     finally:
         for store in backend.opened:
             await store.close()
-        await _pg_execute(dsn, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await pg_execute(dsn, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 @pytest.fixture
