@@ -18,7 +18,7 @@ from receiver.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from receiver.events import CallbackMode, ProviderUpdate
+from receiver.events import CallbackMode, ErrorCode, ProviderUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,3 +278,13 @@ def string_list(value: Any, field_name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise PayloadError(field_name, "must be a list of strings")
     return tuple(value)
+
+
+_MODERATION_WORDS = ("moderat", "banned", "nsfw", "sensitive", "prohibited")
+
+
+def failure_code(message: str | None) -> ErrorCode:
+    """``MODERATED`` when a provider's failure text reads like a content-moderation
+    refusal (``banned prompt``, ``moderation``, ``sensitive``), else ``FAILED``."""
+    lowered = (message or "").lower()
+    return ErrorCode.MODERATED if any(w in lowered for w in _MODERATION_WORDS) else ErrorCode.FAILED
