@@ -170,7 +170,9 @@ class CallbackSender:
             if knobs.twice:
                 await self._post(client, task, body_for(task, "final"))
 
-    async def _post(self, client: httpx.AsyncClient, task: SimTask, body: Mapping[str, Any]) -> None:
+    async def _post(
+        self, client: httpx.AsyncClient, task: SimTask, body: Mapping[str, Any]
+    ) -> None:
         raw = json.dumps(body).encode()
         headers = {"content-type": "application/json", **self._headers_for(task, raw)}
         assert task.callback_url is not None
@@ -212,4 +214,3 @@ def png_bytes(seed: str, size: int = 16) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
-
