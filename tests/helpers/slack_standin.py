@@ -137,9 +137,7 @@ class SlackStandin:
             return PlainTextResponse("invalid_payload", status_code=400)
         if not hook.take():
             hook.rate_limited += 1
-            return PlainTextResponse(
-                "rate_limited", status_code=429, headers={"Retry-After": "1"}
-            )
+            return PlainTextResponse("rate_limited", status_code=429, headers={"Retry-After": "1"})
         hook.messages.append(body)
         hook.accepted_at.append(time.monotonic())
         return PlainTextResponse("ok")

@@ -173,7 +173,8 @@ async def _deliver_like_the_worker(sink: SlackSink, event: Event) -> int:
             await sink.deliver(event)
             return retries
         except DeliveryFailed as exc:
-            assert exc.permanent is not True, exc.message
+            if exc.permanent:
+                raise
             await asyncio.sleep(exc.retry_after_s or 0.1)
     raise AssertionError("not delivered after 10 attempts")
 
