@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from receiver.errors import BadRequest
+from receiver.events import JobStatus
 from receiver.routes.common import json_response, read_json, relay_of, require_api_token
 from receiver.submission import parse_upscale_request, submit_upscale
 
@@ -23,7 +24,8 @@ async def create_upscale(request: Request) -> Response:
         "job_id": job.id,
         "provider": job.provider,
         "provider_task_id": job.provider_task_id,
-        "status": job.status.value,
+        # the submission's outcome; a fast provider may already have called back
+        "status": "queued" if job.status is JobStatus.QUEUED else "submitted",
         "callback": job.callback_mode.value,
         "action": job.action,
         "ref": job.ref,

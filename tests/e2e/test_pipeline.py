@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.helpers.stack import SINK_SECRET, Stack, running_stack
 
+HTTP_COMPLETED = '[[routes]]\nsinks = ["http"]\nevents = ["upscale.completed"]\n'
 ROUTE_ALL = """
 [[routes]]
 events = ["upscale.completed", "upscale.failed"]
@@ -149,9 +153,7 @@ async def test_late_progress_after_completed_is_recorded_not_routed(tmp_path: Pa
 
 async def test_sink_failing_three_times_gets_event_on_fourth_attempt(tmp_path: Path) -> None:
     """500, 500, 500, then 200: delivered on the 4th attempt with the same webhook-id."""
-    async with running_stack(
-        tmp_path, extra_config='[[routes]]\nsinks = ["http"]\nevents = ["upscale.completed"]\n'
-    ) as stack:
+    async with running_stack(tmp_path, extra_config=HTTP_COMPLETED) as stack:
         stack.recorder.answer([500, 500, 500])
         job = await stack.submit(provider="apiframe", parent_id="g", action="U4")
         [received] = await stack.recorder.wait_for(1)
@@ -163,16 +165,37 @@ async def test_sink_failing_three_times_gets_event_on_fourth_attempt(tmp_path: P
 
 
 async def test_gone_sink_is_dead_at_once_and_replay_redelivers(tmp_path: Path) -> None:
-    """410 dead-letters at once (one attempt); replay through the API delivers it."""
-    async with running_stack(
-        tmp_path, extra_config='[[routes]]\nsinks = ["http"]\nevents = ["upscale.completed"]\n'
-    ) as stack:
-        stack.recorder.answer([410])
+    """410 dead-letters at once (one attempt); `relay replay` and the API replay it."""
+    async with running_stack(tmp_path, extra_config=HTTP_COMPLETED) as stack:
+        stack.recorder.answer([410, 410])
         await stack.submit(provider="apiframe", parent_id="g", action="U1")
         [dead] = await stack.wait_deliveries(1, state="dead")
         assert dead["attempts"] == 1
         assert dead["last_status"] == 410
         assert stack.recorder.attempts == 1
+        env = {
+            **os.environ,
+            "DATABASE_URL": stack.settings.database_url,
+            "RELAY_SECRET_KEY": "k",
+            "RELAY_API_TOKEN": "t",
+        }
+        env.pop("RELAY_CONFIG", None)
+        replayed = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "receiver", "replay", "--sink", "http"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert replayed.returncode == 0, replayed.stderr
+        assert json.loads(replayed.stdout) == {"replayed": 1}
+        async with asyncio.timeout(10):
+            while stack.recorder.attempts < 2:
+                await asyncio.sleep(0.02)
+        [dead_again] = await stack.wait_deliveries(1, state="dead")
+        assert dead_again["id"] == dead["id"]
         response = await stack.api.post(f"/v1/deliveries/{dead['id']}/retry")
         assert response.status_code == 202
         assert response.json() == {"replayed": 1}
@@ -231,12 +254,14 @@ async def test_idempotency_key_returns_same_job_and_submits_once(tmp_path: Path)
 
 async def test_api_requires_bearer_token(tmp_path: Path) -> None:
     """/v1 answers 401 without the token or with a wrong one; health needs none."""
-    async with running_stack(tmp_path) as stack:
-        async with httpx.AsyncClient(base_url=stack.base_url) as anon:
-            assert (await anon.get("/v1/jobs")).status_code == 401
-            wrong = await anon.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
-            assert wrong.status_code == 401
-            assert (await anon.get("/healthz")).json() == {"status": "ok"}
-            assert (await anon.get("/readyz")).status_code == 200
-            metrics = await anon.get("/metrics")
-            assert "relay_callbacks_total" in metrics.text
+    async with (
+        running_stack(tmp_path) as stack,
+        httpx.AsyncClient(base_url=stack.base_url) as anon,
+    ):
+        assert (await anon.get("/v1/jobs")).status_code == 401
+        wrong = await anon.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert (await anon.get("/healthz")).json() == {"status": "ok"}
+        assert (await anon.get("/readyz")).status_code == 200
+        metrics = await anon.get("/metrics")
+        assert "relay_callbacks_total" in metrics.text
