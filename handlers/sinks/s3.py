@@ -233,6 +233,8 @@ class S3Sink:
 
     async def _copy_image(self, s3: S3Client, url: str, base: str) -> str:
         """Stream the image at ``url`` into the bucket; return its key."""
+        if not url.startswith(("https://", "http://")):
+            raise DeliveryFailed("image_url is not an http(s) URL", permanent=True)
         try:
             async with self._http.stream(
                 "GET", url, timeout=self.config.timeout_s, follow_redirects=True
@@ -264,14 +266,15 @@ class S3Sink:
                             Bucket=self._bucket, Key=key, ContentType=content_type
                         )
                         upload_id = created["UploadId"]
-                    parts.append(await self._part(s3, key, upload_id, parts, buffer[:PART_SIZE]))
+                    part = bytes(buffer[:PART_SIZE])
                     del buffer[:PART_SIZE]
+                    parts.append(await self._part(s3, key, upload_id, parts, part))
             if upload_id is None:
                 await s3.put_object(
                     Bucket=self._bucket, Key=key, Body=bytes(buffer), ContentType=content_type
                 )
                 return
-            parts.append(await self._part(s3, key, upload_id, parts, buffer))
+            parts.append(await self._part(s3, key, upload_id, parts, bytes(buffer)))
             await s3.complete_multipart_upload(
                 Bucket=self._bucket,
                 Key=key,
@@ -292,11 +295,11 @@ class S3Sink:
         key: str,
         upload_id: str,
         parts: list[CompletedPartTypeDef],
-        body: bytearray,
+        body: bytes,
     ) -> CompletedPartTypeDef:
         number = len(parts) + 1
         answer = await s3.upload_part(
-            Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=bytes(body)
+            Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
         )
         return {"ETag": answer["ETag"], "PartNumber": number}
 

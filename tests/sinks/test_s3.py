@@ -13,6 +13,7 @@ from botocore.exceptions import (
     ClientError,
     EndpointConnectionError,
     NoCredentialsError,
+    ParamValidationError,
     ReadTimeoutError,
 )
 
@@ -183,6 +184,15 @@ async def test_image_source_errors(
     assert await _keys(s3, bucket) == []
 
 
+async def test_non_http_image_url_is_permanent(make_sink: MakeSink, s3: Any, bucket: str) -> None:
+    """An image URL that is not http(s) can never be fetched: permanent, nothing written."""
+    event = make_event(image_url="ftp://files.example.test/x.png")
+    with pytest.raises(DeliveryFailed) as caught:
+        await make_sink(bucket, copy_images=True).deliver(event)
+    assert caught.value.permanent is True
+    assert await _keys(s3, bucket) == []
+
+
 async def test_unreachable_image_host_is_retryable(
     make_sink: MakeSink, s3: Any, bucket: str
 ) -> None:
@@ -275,6 +285,7 @@ def _client_error(code: str, status: int) -> ClientError:
         (_client_error("RequestTimeout", 400), False, 400),
         (_client_error("InvalidArgument", 400), None, 400),
         (NoCredentialsError(), True, None),
+        (ParamValidationError(report="Invalid bucket name"), True, None),
         (EndpointConnectionError(endpoint_url="http://10.9.8.7:9000"), False, None),
         (ReadTimeoutError(endpoint_url="http://10.9.8.7:9000"), False, None),
     ],

@@ -162,8 +162,11 @@ async def test_completed_event_reaches_the_standin(
     standin, base = slack
     path = standin.add_hook()
     event = make_event()
-    await slack_sink(client, base + path).deliver(event)
+    sink = slack_sink(client, base + path)
+    await sink.deliver(event)
+    await sink.aclose()
     assert standin.hooks[path].messages == [slack_message(event)]
+    assert not client.is_closed  # the shared client is not the sink's to close
 
 
 async def _deliver_like_the_worker(sink: SlackSink, event: Event) -> int:
