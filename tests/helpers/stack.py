@@ -73,9 +73,18 @@ class Stack:
                 await asyncio.sleep(0.02)
 
 
-def stack_config(sim_url: str, sink_url: str, events_path: Path, extra: str = "") -> str:
+def stack_config(
+    sim_url: str,
+    sink_url: str,
+    events_path: Path,
+    extra: str = "",
+    provider_extra: Mapping[str, str] | None = None,
+) -> str:
+    """The relay's TOML; ``provider_extra`` adds raw lines to a ``[providers.NAME]`` table."""
+    provider_extra = provider_extra or {}
     providers = "\n".join(
         f'[providers.{name}]\napi_key = "{key}"\nbase_url = "{sim_url}/{name}"\n'
+        f"{provider_extra.get(name, '')}\n"
         for name, key in default_keys().items()
     )
     return f"""
@@ -108,6 +117,7 @@ async def running_stack(
     env: Mapping[str, str] | None = None,
     recorder: Recorder | None = None,
     port: int | None = None,
+    provider_extra: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Start simulators, a recorder and the relay (SQLite in ``tmp_path``)."""
     recorder = recorder or Recorder()
@@ -125,7 +135,9 @@ async def running_stack(
                 "RELAY_API_TOKEN": API_TOKEN,
                 **(env or {}),
             },
-            config_text=stack_config(sim_url, sink_url + "/hooks", events_path, extra_config),
+            config_text=stack_config(
+                sim_url, sink_url + "/hooks", events_path, extra_config, provider_extra
+            ),
         )
         base_url = await stack.enter_async_context(serve_app(create_app(settings), port))
         api = await stack.enter_async_context(
