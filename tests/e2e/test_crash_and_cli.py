@@ -131,7 +131,7 @@ def test_check_config_names_every_problem_without_traceback(tmp_path: Path) -> N
     same config with the same messages and no traceback."""
     (tmp_path / "relay.toml").write_text(
         """
-[providers.kie]
+[providers.apiframe]
 base_url = "http://127.0.0.1:1"
 [sinks.team]
 type = "pigeon"
@@ -147,7 +147,7 @@ sinks = ["ghost"]
     checked = _relay(env, "check-config")
     assert checked.returncode == 2
     for fragment in (
-        "providers.kie: api_key is required",
+        "providers.apiframe: api_key is required",
         "unknown sink type 'pigeon'",
         "${UNSET_FOR_THIS_TEST} is not set",
         "names unknown sink 'ghost'",
@@ -171,6 +171,7 @@ def test_missing_secrets_refuse_to_start(tmp_path: Path) -> None:
 
 def test_migrate_and_empty_listings(tmp_path: Path) -> None:
     """`relay migrate` is idempotent and the listing verbs run on a fresh store."""
+    (tmp_path / "relay.toml").write_text("")
     env = _env(tmp_path, free_port())
     first = _relay(env, "migrate")
     second = _relay(env, "migrate")

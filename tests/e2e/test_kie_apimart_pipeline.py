@@ -25,7 +25,7 @@ async def test_kie_callback_is_confirmed_by_record_info(tmp_path: Path) -> None:
     """A validly signed Kie callback whose resultUrls were tampered with is accepted (200),
     but the emitted event carries record-info's image, not the callback's."""
     async with running_stack(
-        tmp_path, extra_config=ROUTE_TERMINAL, provider_extra=PROVIDER_EXTRA
+        tmp_path, extra_config=ROUTE_TERMINAL, provider_options=PROVIDER_EXTRA
     ) as stack:
         stack.sim("kie").state.hmac_key = HMAC_KEY
         job = await stack.submit(provider="kie", parent_id="grid-tamper", action="U3")
@@ -50,7 +50,7 @@ async def test_kie_badly_signed_callback_is_refused_and_moderation_is_reported(
     """A callback signed with the wrong key gets 401; a moderated task ends as a failed
     event with error code ``moderated`` (confirmed by record-info)."""
     async with running_stack(
-        tmp_path, extra_config=ROUTE_TERMINAL, provider_extra=PROVIDER_EXTRA
+        tmp_path, extra_config=ROUTE_TERMINAL, provider_options=PROVIDER_EXTRA
     ) as stack:
         stack.sim("kie").state.hmac_key = HMAC_KEY
         bad = await stack.submit(provider="kie", parent_id="grid-badsig", action="U1")
@@ -74,7 +74,7 @@ async def test_apimart_hd_upscale_is_polled_to_completion(tmp_path: Path) -> Non
     """An APIMart HD upscale goes out with the parent's customId and, with no callback,
     is polled until the completed event."""
     async with running_stack(
-        tmp_path, extra_config=ROUTE_TERMINAL, provider_extra=PROVIDER_EXTRA
+        tmp_path, extra_config=ROUTE_TERMINAL, provider_options=PROVIDER_EXTRA
     ) as stack:
         job = await stack.submit(provider="apimart", parent_id="grid-1", action="upscale_creative")
         assert job["callback"] == "poll"
@@ -91,7 +91,7 @@ async def test_apimart_hd_upscale_is_polled_to_completion(tmp_path: Path) -> Non
 async def test_apimart_refusals_reach_the_client(tmp_path: Path) -> None:
     """A parent without the HD button is 422 provider_rejected naming the offered
     labels; a parent that is not SUCCESS is 422 too."""
-    async with running_stack(tmp_path, provider_extra=PROVIDER_EXTRA) as stack:
+    async with running_stack(tmp_path, provider_options=PROVIDER_EXTRA) as stack:
         missing = await stack.submit(
             expect=422, provider="apimart", parent_id="grid-nohd", action="Upscale (4x)"
         )

@@ -78,13 +78,14 @@ def stack_config(
     sink_url: str,
     events_path: Path,
     extra: str = "",
-    provider_extra: Mapping[str, str] | None = None,
+    provider_options: Mapping[str, str] | None = None,
 ) -> str:
-    """The relay's TOML; ``provider_extra`` adds raw lines to a ``[providers.NAME]`` table."""
-    provider_extra = provider_extra or {}
+    """Every simulated provider, an http sink (the recorder) and a file sink;
+    ``provider_options`` adds TOML lines inside a provider's table."""
+    options = provider_options or {}
     providers = "\n".join(
         f'[providers.{name}]\napi_key = "{key}"\nbase_url = "{sim_url}/{name}"\n'
-        f"{provider_extra.get(name, '')}\n"
+        f"{options.get(name, '')}\n"
         for name, key in default_keys().items()
     )
     return f"""
@@ -117,7 +118,7 @@ async def running_stack(
     env: Mapping[str, str] | None = None,
     recorder: Recorder | None = None,
     port: int | None = None,
-    provider_extra: Mapping[str, str] | None = None,
+    provider_options: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Start simulators, a recorder and the relay (SQLite in ``tmp_path``)."""
     recorder = recorder or Recorder()
@@ -136,7 +137,7 @@ async def running_stack(
                 **(env or {}),
             },
             config_text=stack_config(
-                sim_url, sink_url + "/hooks", events_path, extra_config, provider_extra
+                sim_url, sink_url + "/hooks", events_path, extra_config, provider_options
             ),
         )
         base_url = await stack.enter_async_context(serve_app(create_app(settings), port))

@@ -1,0 +1,180 @@
+"""``GroupCommitter``: one thread owns a SQLite connection and commits in batches.
+
+Coroutines submit operations (callables taking the connection); the thread takes
+the first queued operation, drains whatever else is queued right now (up to
+``max_batch``), runs them all in one transaction, each inside its own SAVEPOINT so
+a failing operation rolls back alone and gets its exception, then COMMITs once and
+resolves every future. Concurrent callbacks therefore share one fsync.
+
+A batch made only of reads runs in a deferred transaction and takes no write lock;
+any write makes it ``BEGIN IMMEDIATE`` so the lock (shared with other processes
+through ``busy_timeout``) is taken up front and no statement fails half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+Operation = Callable[[sqlite3.Connection], T]
+
+
+@dataclass(slots=True)
+class _Job(Generic[T]):
+    run: Operation[T]
+    write: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+
+
+@dataclass(slots=True)
+class CommitStats:
+    """Counters for benchmarks and tests: ``operations / batches`` is the sharing."""
+
+    batches: int = 0
+    operations: int = 0
+    largest_batch: int = 0
+
+
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _Outcome:
+    job: _Job[Any]
+    value: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class GroupCommitter:
+    """Runs operations on ``connect()``'s connection in a dedicated thread."""
+
+    connect: Callable[[], sqlite3.Connection]
+    max_batch: int = 256
+    name: str = "relay-sqlite-writer"
+    stats: CommitStats = field(default_factory=CommitStats)
+    _queue: queue.SimpleQueue[object] = field(default_factory=queue.SimpleQueue, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _closed: bool = field(default=False, init=False)
+    _broken: BaseException | None = field(default=None, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    async def submit(self, run: Operation[T], *, write: bool = True) -> T:
+        """Run ``run(connection)`` in the next batch; return its result once committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            if self._broken is not None:
+                raise self._broken
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
+                self._thread.start()
+            self._queue.put(_Job(run, write, loop, future))
+        return await future
+
+    async def close(self) -> None:
+        """Finish queued work, close the connection and stop the thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            self._queue.put(_STOP)
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+
+    # -- the writer thread ---------------------------------------------------------
+
+    def _serve(self) -> None:
+        connection: sqlite3.Connection | None = None
+        try:
+            connection = self.connect()
+        except BaseException as exc:
+            self._fail_all(exc)
+            return
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                if first is _STOP:
+                    break
+                batch: list[_Job[Any]] = [first]  # type: ignore[list-item]
+                while len(batch) < self.max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    batch.append(item)  # type: ignore[arg-type]
+                self._run_batch(connection, batch)
+        finally:
+            connection.close()
+
+    def _run_batch(self, connection: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
+        outcomes: list[_Outcome] = []
+        try:
+            write = any(job.write for job in batch)
+            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            for job in batch:
+                outcomes.append(self._run_one(connection, job))
+            connection.execute("COMMIT")
+        except BaseException as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            outcomes = [_Outcome(job, error=exc) for job in batch]
+        self.stats.batches += 1
+        self.stats.operations += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for outcome in outcomes:
+            _deliver(outcome)
+
+    @staticmethod
+    def _run_one(connection: sqlite3.Connection, job: _Job[Any]) -> _Outcome:
+        connection.execute("SAVEPOINT op")
+        try:
+            value = job.run(connection)
+        except Exception as exc:
+            connection.execute("ROLLBACK TO op")
+            connection.execute("RELEASE op")
+            return _Outcome(job, error=exc)
+        connection.execute("RELEASE op")
+        return _Outcome(job, value=value)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            self._broken = exc
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Job):
+                _deliver(_Outcome(item, error=exc))
+
+
+def _deliver(outcome: _Outcome) -> None:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+        outcome.job.loop.call_soon_threadsafe(_settle, outcome)
+
+
+def _settle(outcome: _Outcome) -> None:
+    future = outcome.job.future
+    if future.done():  # the caller was cancelled; the work itself is done or undone
+        return
+    if outcome.error is not None:
+        future.set_exception(outcome.error)
+    else:
+        future.set_result(outcome.value)

@@ -1,0 +1,564 @@
+"""``PostgresStore``: the ``Store`` for scale-out, on asyncpg (extra ``postgres``).
+
+Several web processes and workers share one database safely:
+
+- idempotency and event dedupe rest on unique constraints (``INSERT … ON CONFLICT
+  DO NOTHING``), so a duplicate callback hitting two processes at once makes one event;
+- ``claim_due`` / ``claim_pollable`` lock rows ``FOR UPDATE SKIP LOCKED`` and write a
+  lease, so claimers never share a row and a dead worker's lease simply expires;
+- ingest, replay, release and poll changes ``NOTIFY relay_work`` inside their
+  transaction (payload: the schema), and ``wait_for_work`` listens on a dedicated
+  connection, so every process wakes when any process commits work;
+- ``schema=`` isolates a deployment (or a test run): every pooled connection gets it
+  as ``search_path`` and ``migrate`` creates it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Collection
+from datetime import datetime, timedelta
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from receiver.errors import IdempotencyMismatch, NotFound
+from receiver.events import (
+    CallbackMode,
+    Delivery,
+    DeliveryState,
+    DueDelivery,
+    Event,
+    Job,
+    JobStatus,
+    new_id,
+)
+from receiver.store import postgres_schema
+from receiver.store.base import DeliveryFilter, Ingest
+from receiver.store.wakeup import WorkSignal
+
+CHANNEL = "relay_work"
+_TERMINAL = [status.value for status in JobStatus if status.terminal]
+_JOB_COLUMNS = (
+    "id, provider, parent_id, action, ref, status, callback_mode, provider_task_id,"
+    " callback_secret, sinks, created_at, submitted_at, finished_at, next_poll_at, deadline_at"
+)
+_DELIVERY_COLUMNS = (
+    "id, event_id, job_id, sink, state, attempts, next_attempt_at, last_status, last_error,"
+    " created_at, updated_at"
+)
+
+Record = asyncpg.Record
+Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[Record]"
+
+
+def _job(row: Record) -> Job:
+    sinks = row["sinks"]
+    return Job(
+        id=row["id"],
+        provider=row["provider"],
+        parent_id=row["parent_id"],
+        action=row["action"],
+        ref=row["ref"],
+        status=JobStatus(row["status"]),
+        callback_mode=CallbackMode(row["callback_mode"]),
+        created_at=row["created_at"],
+        provider_task_id=row["provider_task_id"],
+        callback_secret=row["callback_secret"],
+        sinks=None if sinks is None else tuple(json.loads(sinks)),
+        submitted_at=row["submitted_at"],
+        finished_at=row["finished_at"],
+        next_poll_at=row["next_poll_at"],
+        deadline_at=row["deadline_at"],
+    )
+
+
+def _delivery(row: Record) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        event_id=row["event_id"],
+        job_id=row["job_id"],
+        sink=row["sink"],
+        state=DeliveryState(row["state"]),
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _rowcount(status: str) -> int:
+    """The row count at the end of a command tag such as ``UPDATE 3``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _where(where: DeliveryFilter, first: int) -> tuple[str, list[Any]]:
+    """A WHERE clause for ``where`` whose placeholders start at ``$first``."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("id", where.delivery_id),
+        ("state", where.state.value if where.state is not None else None),
+        ("sink", where.sink),
+        ("job_id", where.job_id),
+        ("event_id", where.event_id),
+    ):
+        if value is not None:
+            params.append(value)
+            clauses.append(f"{column} = ${first + len(params) - 1}")
+    return (" AND ".join(clauses) or "TRUE"), params
+
+
+class PostgresStore:
+    """The ``Store`` on PostgreSQL; see the module docstring."""
+
+    def __init__(
+        self, dsn: str, *, schema: str = "public", min_size: int = 1, max_size: int = 10
+    ) -> None:
+        self.schema = postgres_schema.checked_schema(schema)
+        self._dsn = dsn
+        self._pool_size = (min_size, max_size)
+        self._pool: asyncpg.Pool[Record] | None = None
+        self._pool_lock = asyncio.Lock()
+        self._listener: asyncpg.Connection[Record] | None = None
+        self._listen_lock = asyncio.Lock()
+        self._signal = WorkSignal()
+        self._closed = False
+
+    async def _db(self) -> asyncpg.Pool[Record]:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=self._pool_size[0],
+                        max_size=self._pool_size[1],
+                        server_settings={"search_path": self.schema},
+                    )
+        return self._pool
+
+    async def migrate(self) -> int:
+        async with (await self._db()).acquire() as connection:
+            return await postgres_schema.migrate(connection, self.schema)
+
+    async def ping(self) -> None:
+        await (await self._db()).fetchval("SELECT 1")
+
+    async def close(self) -> None:
+        self._closed = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _notify(self, connection: Connection) -> None:
+        """Tell every process (on commit) that work may exist."""
+        await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, self.schema)
+
+    # -- jobs --------------------------------------------------------------------------
+
+    async def create_job(
+        self, job: Job, *, idempotency_key: str | None = None, request_hash: str | None = None
+    ) -> tuple[Job, bool]:
+        async with (await self._db()).acquire() as c, c.transaction():
+            if idempotency_key is not None:
+                claimed = await c.fetchval(
+                    "INSERT INTO idempotency_keys (key, request_hash, job_id, created_at)"
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING RETURNING key",
+                    idempotency_key,
+                    request_hash,
+                    job.id,
+                    job.created_at,
+                )
+                if claimed is None:  # committed by another request (we waited for it)
+                    row = await c.fetchrow(
+                        "SELECT k.request_hash, jobs.* FROM idempotency_keys AS k"
+                        " JOIN jobs ON jobs.id = k.job_id WHERE k.key = $1",
+                        idempotency_key,
+                    )
+                    if row is None:
+                        raise NotFound("the job of this Idempotency-Key was just deleted")
+                    if row["request_hash"] != request_hash:
+                        raise IdempotencyMismatch(
+                            "this Idempotency-Key was used with another request body"
+                        )
+                    return _job(row), False
+            await c.execute(
+                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES"
+                " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15)",
+                job.id,
+                job.provider,
+                job.parent_id,
+                job.action,
+                job.ref,
+                job.status.value,
+                job.callback_mode.value,
+                job.provider_task_id,
+                job.callback_secret,
+                None if job.sinks is None else json.dumps(list(job.sinks)),
+                job.created_at,
+                job.submitted_at,
+                job.finished_at,
+                job.next_poll_at,
+                job.deadline_at,
+            )
+            if job.next_poll_at is not None:
+                await self._notify(c)
+        if job.next_poll_at is not None:
+            self._signal.notify()
+        return job, True
+
+    async def mark_submitted(
+        self,
+        job_id: str,
+        *,
+        provider_task_id: str,
+        submitted_at: datetime,
+        next_poll_at: datetime | None,
+        deadline_at: datetime | None,
+    ) -> Job:
+        async with (await self._db()).acquire() as c, c.transaction():
+            row = await c.fetchrow(
+                "UPDATE jobs SET provider_task_id = $1, submitted_at = $2, deadline_at = $3,"
+                " status = CASE WHEN status = 'queued' THEN 'submitted' ELSE status END,"
+                " next_poll_at = CASE WHEN status = ANY($4::text[]) THEN NULL"
+                " ELSE $5::timestamptz END,"
+                f" poll_lease_until = NULL WHERE id = $6 RETURNING {_JOB_COLUMNS}",
+                provider_task_id,
+                submitted_at,
+                deadline_at,
+                _TERMINAL,
+                next_poll_at,
+                job_id,
+            )
+            if row is None:
+                raise NotFound(f"job {job_id} does not exist", job_id=job_id)
+            job = _job(row)
+            if job.next_poll_at is not None:
+                await self._notify(c)
+        if job.next_poll_at is not None:
+            self._signal.notify()
+        return job
+
+    async def delete_job(self, job_id: str) -> None:
+        async with (await self._db()).acquire() as c, c.transaction():
+            await c.execute("DELETE FROM idempotency_keys WHERE job_id = $1", job_id)
+            await c.execute("DELETE FROM jobs WHERE id = $1", job_id)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        row = await (await self._db()).fetchrow(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1", job_id
+        )
+        return None if row is None else _job(row)
+
+    async def find_job_by_task(self, provider: str, provider_task_id: str) -> Job | None:
+        """The earliest job bound to that provider task (useapi may bind two)."""
+        row = await (await self._db()).fetchrow(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE provider = $1 AND provider_task_id = $2"
+            " ORDER BY created_at, id LIMIT 1",
+            provider,
+            provider_task_id,
+        )
+        return None if row is None else _job(row)
+
+    async def list_jobs(
+        self,
+        *,
+        ref: str | None = None,
+        status: JobStatus | None = None,
+        provider: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        rows = await (await self._db()).fetch(
+            f"SELECT {_JOB_COLUMNS} FROM jobs"
+            " WHERE ($1::text IS NULL OR ref = $1) AND ($2::text IS NULL OR status = $2)"
+            " AND ($3::text IS NULL OR provider = $3)"
+            " ORDER BY created_at DESC, id DESC LIMIT $4",
+            ref,
+            status.value if status is not None else None,
+            provider,
+            limit,
+        )
+        return [_job(row) for row in rows]
+
+    async def count_jobs(self, provider: str, statuses: Collection[JobStatus]) -> int:
+        count = await (await self._db()).fetchval(
+            "SELECT COUNT(*) FROM jobs WHERE provider = $1 AND status = ANY($2::text[])",
+            provider,
+            [status.value for status in statuses],
+        )
+        return int(count)
+
+    # -- events ------------------------------------------------------------------------
+
+    async def ingest(self, record: Ingest) -> bool:
+        event = record.event
+        sinks = list(dict.fromkeys(record.sinks))
+        async with (await self._db()).acquire() as c, c.transaction():
+            inserted = await c.fetchval(
+                "INSERT INTO events"
+                " (id, job_id, provider, provider_task_id, type, body, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
+                event.id,
+                record.job_id,
+                event.data["provider"],
+                event.data["provider_task_id"],
+                event.type.value,
+                event.to_json(),
+                record.now,
+            )
+            if inserted is None:
+                return False
+            if sinks:
+                await c.execute(
+                    "INSERT INTO deliveries (id, event_id, job_id, sink, state, next_attempt_at,"
+                    " created_at, updated_at)"
+                    " SELECT d.id, $3, $4, d.sink, 'pending', $5, $5, $5"
+                    " FROM unnest($1::text[], $2::text[]) AS d (id, sink)"
+                    " ON CONFLICT DO NOTHING",
+                    [new_id("dlv") for _ in sinks],
+                    sinks,
+                    event.id,
+                    record.job_id,
+                    record.now,
+                )
+            if record.job_id is not None:
+                await _advance_job(c, record)
+            wake = bool(sinks) or record.job_status is not None
+            if wake:
+                await self._notify(c)
+        if wake:
+            self._signal.notify()
+        return True
+
+    async def list_events(self, job_id: str) -> list[Event]:
+        rows = await (await self._db()).fetch(
+            "SELECT body FROM events WHERE job_id = $1 ORDER BY seq", job_id
+        )
+        return [Event.from_json(row["body"]) for row in rows]
+
+    async def get_event(self, event_id: str) -> Event | None:
+        body = await (await self._db()).fetchval("SELECT body FROM events WHERE id = $1", event_id)
+        return None if body is None else Event.from_json(body)
+
+    # -- deliveries --------------------------------------------------------------------
+
+    async def claim_due(
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        lease_s: float,
+        owner: str,
+        exclude_sinks: Collection[str] = (),
+    ) -> list[DueDelivery]:
+        rows = await (await self._db()).fetch(
+            "WITH due AS ("
+            "  SELECT id FROM deliveries"
+            "  WHERE state = 'pending' AND next_attempt_at <= $1"
+            "    AND (lease_until IS NULL OR lease_until <= $1) AND sink <> ALL($2::text[])"
+            "  ORDER BY next_attempt_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            " UPDATE deliveries AS d SET lease_owner = $4, lease_until = $5"
+            " FROM due, events AS e WHERE d.id = due.id AND e.id = d.event_id"
+            " RETURNING d.*, e.body",
+            now,
+            list(exclude_sinks),
+            limit,
+            owner,
+            now + timedelta(seconds=lease_s),
+        )
+        ordered = sorted(rows, key=lambda row: (row["next_attempt_at"], row["seq"]))
+        return [DueDelivery(_delivery(row), Event.from_json(row["body"])) for row in ordered]
+
+    async def mark_delivered(self, delivery_id: str, *, status: int | None, now: datetime) -> None:
+        await self._finish(delivery_id, DeliveryState.DELIVERED, None, status, None, now)
+
+    async def schedule_retry(
+        self,
+        delivery_id: str,
+        *,
+        next_attempt_at: datetime,
+        status: int | None,
+        error: str,
+        now: datetime,
+    ) -> None:
+        await self._finish(delivery_id, DeliveryState.PENDING, next_attempt_at, status, error, now)
+        self._signal.notify()
+
+    async def mark_dead(
+        self, delivery_id: str, *, status: int | None, error: str, now: datetime
+    ) -> None:
+        await self._finish(delivery_id, DeliveryState.DEAD, None, status, error, now)
+
+    async def _finish(
+        self,
+        delivery_id: str,
+        state: DeliveryState,
+        next_attempt_at: datetime | None,
+        status: int | None,
+        error: str | None,
+        now: datetime,
+    ) -> None:
+        """Record one attempt's outcome and drop the lease."""
+        await (await self._db()).execute(
+            "UPDATE deliveries SET state = $1, attempts = attempts + 1, next_attempt_at = $2,"
+            " last_status = $3, last_error = $4, updated_at = $5,"
+            " lease_owner = NULL, lease_until = NULL WHERE id = $6 AND state = 'pending'",
+            state.value,
+            next_attempt_at,
+            status,
+            error,
+            now,
+            delivery_id,
+        )
+
+    async def release(self, delivery_id: str, *, next_attempt_at: datetime) -> None:
+        async with (await self._db()).acquire() as c, c.transaction():
+            await c.execute(
+                "UPDATE deliveries SET next_attempt_at = $1, lease_owner = NULL,"
+                " lease_until = NULL WHERE id = $2 AND state = 'pending'",
+                next_attempt_at,
+                delivery_id,
+            )
+            await self._notify(c)
+        self._signal.notify()
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        row = await (await self._db()).fetchrow(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = $1", delivery_id
+        )
+        return None if row is None else _delivery(row)
+
+    async def list_deliveries(self, where: DeliveryFilter, *, limit: int = 100) -> list[Delivery]:
+        clause, params = _where(where, 2)
+        rows = await (await self._db()).fetch(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {clause} ORDER BY seq DESC LIMIT $1",
+            limit,
+            *params,
+        )
+        return [_delivery(row) for row in rows]
+
+    async def replay(self, where: DeliveryFilter, now: datetime) -> int:
+        clause, params = _where(where, 2)
+        async with (await self._db()).acquire() as c, c.transaction():
+            changed = _rowcount(
+                await c.execute(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1,"
+                    " updated_at = $1, lease_owner = NULL, lease_until = NULL"
+                    f" WHERE state <> 'pending' AND {clause}",
+                    now,
+                    *params,
+                )
+            )
+            if changed:
+                await self._notify(c)
+        if changed:
+            self._signal.notify()
+        return changed
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest moment a pending delivery may be claimed (a lease defers it)."""
+        moment: datetime | None = await (await self._db()).fetchval(
+            "SELECT MIN(GREATEST(next_attempt_at, lease_until))"
+            " FROM deliveries WHERE state = 'pending'"
+        )
+        return moment
+
+    async def backlog_by_sink(self) -> dict[str, int]:
+        rows = await (await self._db()).fetch(
+            "SELECT sink, COUNT(*) AS n FROM deliveries WHERE state = 'pending' GROUP BY sink"
+        )
+        return {row["sink"]: int(row["n"]) for row in rows}
+
+    # -- polling -----------------------------------------------------------------------
+
+    async def claim_pollable(self, now: datetime, *, limit: int, lease_s: float) -> list[Job]:
+        rows = await (await self._db()).fetch(
+            "WITH due AS ("
+            "  SELECT id FROM jobs WHERE next_poll_at <= $1"
+            "    AND (poll_lease_until IS NULL OR poll_lease_until <= $1)"
+            "    AND status <> ALL($2::text[])"
+            "  ORDER BY next_poll_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            " UPDATE jobs SET poll_lease_until = $4 FROM due WHERE jobs.id = due.id"
+            " RETURNING jobs.*",
+            now,
+            _TERMINAL,
+            limit,
+            now + timedelta(seconds=lease_s),
+        )
+        return sorted((_job(row) for row in rows), key=lambda job: (job.next_poll_at, job.id))
+
+    async def set_next_poll(self, job_id: str, next_poll_at: datetime | None) -> None:
+        async with (await self._db()).acquire() as c, c.transaction():
+            await c.execute(
+                "UPDATE jobs SET poll_lease_until = NULL, next_poll_at ="
+                " CASE WHEN status = ANY($1::text[]) THEN NULL ELSE $2::timestamptz END"
+                " WHERE id = $3",
+                _TERMINAL,
+                next_poll_at,
+                job_id,
+            )
+            if next_poll_at is not None:
+                await self._notify(c)
+        if next_poll_at is not None:
+            self._signal.notify()
+
+    # -- wake-ups ----------------------------------------------------------------------
+
+    async def wait_for_work(self, timeout_s: float) -> None:
+        """Wait for a NOTIFY from any process (or this one's commits), up to ``timeout_s``.
+
+        The listening connection opens on first use and reopens if lost; while it is
+        down, this falls back to the timeout.
+        """
+        if not self._closed and (self._listener is None or self._listener.is_closed()):
+            with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
+                await self._listen()
+        await self._signal.wait(timeout_s)
+
+    async def _listen(self) -> None:
+        async with self._listen_lock:  # the worker and the poller may both get here
+            if self._listener is not None and not self._listener.is_closed():
+                return
+            listener = await asyncpg.connect(self._dsn, timeout=5)
+            await listener.add_listener(CHANNEL, self._on_notification)
+            self._listener = listener
+
+    def _on_notification(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        if payload == self.schema:
+            self._signal.notify()
+
+
+async def _advance_job(c: Connection, record: Ingest) -> None:
+    """Move the job forward per ``JobStatus.rank``; never back, never out of a terminal."""
+    if record.provider_task_id is not None:
+        await c.execute(
+            "UPDATE jobs SET provider_task_id = $1 WHERE id = $2 AND provider_task_id IS NULL",
+            record.provider_task_id,
+            record.job_id,
+        )
+    status = record.job_status
+    if status is None:
+        return
+    behind = [s.value for s in JobStatus if s.rank < status.rank]
+    if not behind:
+        return
+    await c.execute(
+        "UPDATE jobs SET status = $1, finished_at = COALESCE($2, finished_at),"
+        " next_poll_at = CASE WHEN $3 THEN NULL ELSE next_poll_at END,"
+        " poll_lease_until = CASE WHEN $3 THEN NULL ELSE poll_lease_until END"
+        " WHERE id = $4 AND status = ANY($5::text[])",
+        status.value,
+        record.finished_at,
+        status.terminal,
+        record.job_id,
+        behind,
+    )

@@ -1,0 +1,614 @@
+"""``SqliteStore``: the default ``Store``, one SQLite file in WAL mode (stdlib only).
+
+Every operation runs on one writer thread (``GroupCommitter``) that commits
+concurrent operations together: many callbacks arriving at once share one fsync
+(``synchronous=FULL``), and each still gets its own result or exception.
+``busy_timeout`` lets several processes (a web process and ``relay worker``) share
+the file; their writes serialise on SQLite's lock.
+
+``wait_for_work`` only hears about work committed by this process. An external
+worker on SQLite therefore notices another process's new deliveries when its
+timeout elapses; run the worker in-process (the default) for instant wake-ups, or
+use PostgreSQL, whose LISTEN/NOTIFY reaches every process.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from receiver.errors import ConfigError, IdempotencyMismatch, NotFound
+from receiver.events import (
+    CallbackMode,
+    Delivery,
+    DeliveryState,
+    DueDelivery,
+    Event,
+    Job,
+    JobStatus,
+    new_id,
+)
+from receiver.store import sqlite_schema
+from receiver.store.base import DeliveryFilter, Ingest
+from receiver.store.group_commit import CommitStats, GroupCommitter
+from receiver.store.wakeup import WorkSignal
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_TERMINAL = tuple(status.value for status in JobStatus if status.terminal)
+_JOB_COLUMNS = (
+    "id, provider, parent_id, action, ref, status, callback_mode, provider_task_id,"
+    " callback_secret, sinks, created_at, submitted_at, finished_at, next_poll_at, deadline_at"
+)
+_DELIVERY_COLUMNS = (
+    "id, event_id, job_id, sink, state, attempts, next_attempt_at, last_status, last_error,"
+    " created_at, updated_at"
+)
+
+
+def _us(moment: datetime) -> int:
+    """Microseconds since the epoch; a naive datetime is a bug and raises TypeError."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _us_or_none(moment: datetime | None) -> int | None:
+    return None if moment is None else _us(moment)
+
+
+def _at(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + us * _MICROSECOND
+
+
+def _at_required(us: int) -> datetime:
+    return _EPOCH + us * _MICROSECOND
+
+
+def _job(row: sqlite3.Row) -> Job:
+    sinks = row["sinks"]
+    return Job(
+        id=row["id"],
+        provider=row["provider"],
+        parent_id=row["parent_id"],
+        action=row["action"],
+        ref=row["ref"],
+        status=JobStatus(row["status"]),
+        callback_mode=CallbackMode(row["callback_mode"]),
+        created_at=_at_required(row["created_at"]),
+        provider_task_id=row["provider_task_id"],
+        callback_secret=row["callback_secret"],
+        sinks=None if sinks is None else tuple(json.loads(sinks)),
+        submitted_at=_at(row["submitted_at"]),
+        finished_at=_at(row["finished_at"]),
+        next_poll_at=_at(row["next_poll_at"]),
+        deadline_at=_at(row["deadline_at"]),
+    )
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        event_id=row["event_id"],
+        job_id=row["job_id"],
+        sink=row["sink"],
+        state=DeliveryState(row["state"]),
+        attempts=row["attempts"],
+        next_attempt_at=_at(row["next_attempt_at"]),
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        created_at=_at_required(row["created_at"]),
+        updated_at=_at_required(row["updated_at"]),
+    )
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _where(where: DeliveryFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("id", where.delivery_id),
+        ("state", where.state.value if where.state is not None else None),
+        ("sink", where.sink),
+        ("job_id", where.job_id),
+        ("event_id", where.event_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    return (" AND ".join(clauses) or "1 = 1"), params
+
+
+class SqliteStore:
+    """The ``Store`` on one SQLite file; see the module docstring."""
+
+    def __init__(
+        self, path: str | Path, *, busy_timeout_ms: int = 5000, max_batch: int = 256
+    ) -> None:
+        self.path = Path(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._writer = GroupCommitter(self._connect, max_batch=max_batch)
+        self._signal = WorkSignal()
+
+    @classmethod
+    def from_url(cls, database_url: str) -> SqliteStore:
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
+        prefix = "sqlite:///"
+        path = database_url[len(prefix) :] if database_url.startswith(prefix) else ""
+        if not path or path == ":memory:":
+            raise ConfigError(
+                [f"DATABASE_URL must be sqlite:///<file> or postgresql://…, not {database_url!r}"]
+            )
+        return cls(path)
+
+    @property
+    def commit_stats(self) -> CommitStats:
+        """How many operations shared how many commits (for benchmarks)."""
+        return self._writer.stats
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        return connection
+
+    async def migrate(self) -> int:
+        return await self._writer.submit(sqlite_schema.migrate)
+
+    async def ping(self) -> None:
+        await self._writer.submit(_ping, write=False)
+
+    async def close(self) -> None:
+        await self._writer.close()
+
+    # -- jobs --------------------------------------------------------------------------
+
+    async def create_job(
+        self, job: Job, *, idempotency_key: str | None = None, request_hash: str | None = None
+    ) -> tuple[Job, bool]:
+        def run(c: sqlite3.Connection) -> tuple[Job, bool]:
+            if idempotency_key is not None:
+                row = c.execute(
+                    "SELECT request_hash, job_id FROM idempotency_keys WHERE key = ?",
+                    (idempotency_key,),
+                ).fetchone()
+                if row is not None:
+                    if row["request_hash"] != request_hash:
+                        raise IdempotencyMismatch(
+                            "this Idempotency-Key was used with another request body"
+                        )
+                    existing = _get_job(c, row["job_id"])
+                    if existing is not None:
+                        return existing, False
+            c.execute(
+                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_placeholders(15)})",
+                (
+                    job.id,
+                    job.provider,
+                    job.parent_id,
+                    job.action,
+                    job.ref,
+                    job.status.value,
+                    job.callback_mode.value,
+                    job.provider_task_id,
+                    job.callback_secret,
+                    None if job.sinks is None else json.dumps(list(job.sinks)),
+                    _us(job.created_at),
+                    _us_or_none(job.submitted_at),
+                    _us_or_none(job.finished_at),
+                    _us_or_none(job.next_poll_at),
+                    _us_or_none(job.deadline_at),
+                ),
+            )
+            if idempotency_key is not None:
+                c.execute(
+                    "INSERT INTO idempotency_keys (key, request_hash, job_id, created_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                    " SET request_hash = excluded.request_hash, job_id = excluded.job_id",
+                    (idempotency_key, request_hash, job.id, _us(job.created_at)),
+                )
+            return job, True
+
+        result = await self._writer.submit(run)
+        if result[1] and job.next_poll_at is not None:
+            self._signal.notify()
+        return result
+
+    async def mark_submitted(
+        self,
+        job_id: str,
+        *,
+        provider_task_id: str,
+        submitted_at: datetime,
+        next_poll_at: datetime | None,
+        deadline_at: datetime | None,
+    ) -> Job:
+        def run(c: sqlite3.Connection) -> Job | None:
+            row = c.execute(
+                "UPDATE jobs SET provider_task_id = ?, submitted_at = ?, deadline_at = ?,"
+                " status = CASE WHEN status = ? THEN ? ELSE status END,"
+                f" next_poll_at = CASE WHEN status IN ({_placeholders(len(_TERMINAL))})"
+                " THEN NULL ELSE ? END, poll_lease_until = NULL"
+                f" WHERE id = ? RETURNING {_JOB_COLUMNS}",
+                (
+                    provider_task_id,
+                    _us(submitted_at),
+                    _us_or_none(deadline_at),
+                    JobStatus.QUEUED.value,
+                    JobStatus.SUBMITTED.value,
+                    *_TERMINAL,
+                    _us_or_none(next_poll_at),
+                    job_id,
+                ),
+            ).fetchone()
+            return None if row is None else _job(row)
+
+        job = await self._writer.submit(run)
+        if job is None:
+            raise NotFound(f"job {job_id} does not exist", job_id=job_id)
+        if job.next_poll_at is not None:
+            self._signal.notify()
+        return job
+
+    async def delete_job(self, job_id: str) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM idempotency_keys WHERE job_id = ?", (job_id,))
+            c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+        await self._writer.submit(run)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        return await self._writer.submit(lambda c: _get_job(c, job_id), write=False)
+
+    async def find_job_by_task(self, provider: str, provider_task_id: str) -> Job | None:
+        """The earliest job bound to that provider task (useapi may bind two)."""
+
+        def run(c: sqlite3.Connection) -> Job | None:
+            row = c.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE provider = ? AND provider_task_id = ?"
+                " ORDER BY created_at, id LIMIT 1",
+                (provider, provider_task_id),
+            ).fetchone()
+            return None if row is None else _job(row)
+
+        return await self._writer.submit(run, write=False)
+
+    async def list_jobs(
+        self,
+        *,
+        ref: str | None = None,
+        status: JobStatus | None = None,
+        provider: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("ref", ref),
+            ("status", status.value if status is not None else None),
+            ("provider", provider),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(clauses) or '1 = 1'}"
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+
+        def run(c: sqlite3.Connection) -> list[Job]:
+            return [_job(row) for row in c.execute(sql, (*params, limit))]
+
+        return await self._writer.submit(run, write=False)
+
+    async def count_jobs(self, provider: str, statuses: Collection[JobStatus]) -> int:
+        values = [status.value for status in statuses]
+        if not values:
+            return 0
+
+        def run(c: sqlite3.Connection) -> int:
+            row = c.execute(
+                "SELECT COUNT(*) FROM jobs WHERE provider = ?"
+                f" AND status IN ({_placeholders(len(values))})",
+                (provider, *values),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._writer.submit(run, write=False)
+
+    # -- events ------------------------------------------------------------------------
+
+    async def ingest(self, record: Ingest) -> bool:
+        now = _us(record.now)
+
+        def run(c: sqlite3.Connection) -> bool:
+            event = record.event
+            inserted = c.execute(
+                "INSERT INTO events"
+                " (id, job_id, provider, provider_task_id, type, body, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    event.id,
+                    record.job_id,
+                    event.data["provider"],
+                    event.data["provider_task_id"],
+                    event.type.value,
+                    event.to_json(),
+                    now,
+                ),
+            ).rowcount
+            if not inserted:
+                return False
+            c.executemany(
+                "INSERT INTO deliveries (id, event_id, job_id, sink, state, next_attempt_at,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                [
+                    (new_id("dlv"), event.id, record.job_id, sink, now, now, now)
+                    for sink in dict.fromkeys(record.sinks)
+                ],
+            )
+            if record.job_id is not None:
+                _advance_job(c, record)
+            return True
+
+        inserted = await self._writer.submit(run)
+        if inserted and (record.sinks or record.job_status is not None):
+            self._signal.notify()
+        return inserted
+
+    async def list_events(self, job_id: str) -> list[Event]:
+        def run(c: sqlite3.Connection) -> list[Event]:
+            rows = c.execute("SELECT body FROM events WHERE job_id = ? ORDER BY seq", (job_id,))
+            return [Event.from_json(row["body"]) for row in rows]
+
+        return await self._writer.submit(run, write=False)
+
+    async def get_event(self, event_id: str) -> Event | None:
+        def run(c: sqlite3.Connection) -> Event | None:
+            row = c.execute("SELECT body FROM events WHERE id = ?", (event_id,)).fetchone()
+            return None if row is None else Event.from_json(row["body"])
+
+        return await self._writer.submit(run, write=False)
+
+    # -- deliveries --------------------------------------------------------------------
+
+    async def claim_due(
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        lease_s: float,
+        owner: str,
+        exclude_sinks: Collection[str] = (),
+    ) -> list[DueDelivery]:
+        at = _us(now)
+        until = _us(now + timedelta(seconds=lease_s))
+        excluded = list(exclude_sinks)
+
+        def run(c: sqlite3.Connection) -> list[DueDelivery]:
+            rows = c.execute(
+                "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id IN ("
+                "  SELECT id FROM deliveries"
+                "  WHERE state = 'pending' AND next_attempt_at <= ?"
+                "    AND (lease_until IS NULL OR lease_until <= ?)"
+                f"   AND sink NOT IN ({_placeholders(len(excluded))})"
+                "  ORDER BY next_attempt_at, seq LIMIT ?"
+                f") RETURNING {_DELIVERY_COLUMNS}",
+                (owner, until, at, at, *excluded, limit),
+            ).fetchall()
+            deliveries = sorted(
+                (_delivery(row) for row in rows), key=lambda d: (d.next_attempt_at, d.created_at)
+            )
+            event_ids = list({d.event_id for d in deliveries})
+            bodies = {
+                row["id"]: row["body"]
+                for row in c.execute(
+                    f"SELECT id, body FROM events WHERE id IN ({_placeholders(len(event_ids))})",
+                    event_ids,
+                )
+            }
+            return [DueDelivery(d, Event.from_json(bodies[d.event_id])) for d in deliveries]
+
+        return await self._writer.submit(run)
+
+    async def mark_delivered(self, delivery_id: str, *, status: int | None, now: datetime) -> None:
+        await self._finish(delivery_id, DeliveryState.DELIVERED, None, status, None, now)
+
+    async def schedule_retry(
+        self,
+        delivery_id: str,
+        *,
+        next_attempt_at: datetime,
+        status: int | None,
+        error: str,
+        now: datetime,
+    ) -> None:
+        await self._finish(delivery_id, DeliveryState.PENDING, next_attempt_at, status, error, now)
+        self._signal.notify()
+
+    async def mark_dead(
+        self, delivery_id: str, *, status: int | None, error: str, now: datetime
+    ) -> None:
+        await self._finish(delivery_id, DeliveryState.DEAD, None, status, error, now)
+
+    async def _finish(
+        self,
+        delivery_id: str,
+        state: DeliveryState,
+        next_attempt_at: datetime | None,
+        status: int | None,
+        error: str | None,
+        now: datetime,
+    ) -> None:
+        """Record one attempt's outcome and drop the lease."""
+        params = (state.value, _us_or_none(next_attempt_at), status, error, _us(now), delivery_id)
+
+        def run(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"
+                " last_status = ?, last_error = ?, updated_at = ?,"
+                " lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'pending'",
+                params,
+            )
+
+        await self._writer.submit(run)
+
+    async def release(self, delivery_id: str, *, next_attempt_at: datetime) -> None:
+        params = (_us(next_attempt_at), delivery_id)
+
+        def run(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL,"
+                " lease_until = NULL WHERE id = ? AND state = 'pending'",
+                params,
+            )
+
+        await self._writer.submit(run)
+        self._signal.notify()
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        def run(c: sqlite3.Connection) -> Delivery | None:
+            row = c.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
+            ).fetchone()
+            return None if row is None else _delivery(row)
+
+        return await self._writer.submit(run, write=False)
+
+    async def list_deliveries(self, where: DeliveryFilter, *, limit: int = 100) -> list[Delivery]:
+        clause, params = _where(where)
+
+        def run(c: sqlite3.Connection) -> list[Delivery]:
+            rows = c.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {clause}"
+                " ORDER BY seq DESC LIMIT ?",
+                (*params, limit),
+            )
+            return [_delivery(row) for row in rows]
+
+        return await self._writer.submit(run, write=False)
+
+    async def replay(self, where: DeliveryFilter, now: datetime) -> int:
+        clause, params = _where(where)
+        at = _us(now)
+
+        def run(c: sqlite3.Connection) -> int:
+            return c.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                " updated_at = ?, lease_owner = NULL, lease_until = NULL"
+                f" WHERE state != 'pending' AND {clause}",
+                (at, at, *params),
+            ).rowcount
+
+        changed = await self._writer.submit(run)
+        if changed:
+            self._signal.notify()
+        return changed
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest moment a pending delivery may be claimed (a lease defers it)."""
+
+        def run(c: sqlite3.Connection) -> datetime | None:
+            row = c.execute(
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, next_attempt_at)))"
+                " FROM deliveries WHERE state = 'pending'"
+            ).fetchone()
+            return _at(row[0])
+
+        return await self._writer.submit(run, write=False)
+
+    async def backlog_by_sink(self) -> dict[str, int]:
+        def run(c: sqlite3.Connection) -> dict[str, int]:
+            rows = c.execute(
+                "SELECT sink, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY sink"
+            )
+            return {row[0]: int(row[1]) for row in rows}
+
+        return await self._writer.submit(run, write=False)
+
+    # -- polling -----------------------------------------------------------------------
+
+    async def claim_pollable(self, now: datetime, *, limit: int, lease_s: float) -> list[Job]:
+        at = _us(now)
+        until = _us(now + timedelta(seconds=lease_s))
+
+        def run(c: sqlite3.Connection) -> list[Job]:
+            rows = c.execute(
+                "UPDATE jobs SET poll_lease_until = ? WHERE id IN ("
+                "  SELECT id FROM jobs WHERE next_poll_at IS NOT NULL AND next_poll_at <= ?"
+                "    AND (poll_lease_until IS NULL OR poll_lease_until <= ?)"
+                f"   AND status NOT IN ({_placeholders(len(_TERMINAL))})"
+                "  ORDER BY next_poll_at, id LIMIT ?"
+                f") RETURNING {_JOB_COLUMNS}",
+                (until, at, at, *_TERMINAL, limit),
+            ).fetchall()
+            jobs = [_job(row) for row in rows]
+            return sorted(jobs, key=lambda job: (job.next_poll_at, job.id))
+
+        return await self._writer.submit(run)
+
+    async def set_next_poll(self, job_id: str, next_poll_at: datetime | None) -> None:
+        params = (*_TERMINAL, _us_or_none(next_poll_at), job_id)
+
+        def run(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE jobs SET poll_lease_until = NULL, next_poll_at = CASE"
+                f" WHEN status IN ({_placeholders(len(_TERMINAL))}) THEN NULL ELSE ? END"
+                " WHERE id = ?",
+                params,
+            )
+
+        await self._writer.submit(run)
+        if next_poll_at is not None:
+            self._signal.notify()
+
+    # -- wake-ups ----------------------------------------------------------------------
+
+    async def wait_for_work(self, timeout_s: float) -> None:
+        await self._signal.wait(timeout_s)
+
+
+def _ping(c: sqlite3.Connection) -> None:
+    c.execute("SELECT 1").fetchone()
+
+
+def _get_job(c: sqlite3.Connection, job_id: str) -> Job | None:
+    row = c.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return None if row is None else _job(row)
+
+
+def _advance_job(c: sqlite3.Connection, record: Ingest) -> None:
+    """Move the job forward per ``JobStatus.rank``; never back, never out of a terminal."""
+    if record.provider_task_id is not None:
+        c.execute(
+            "UPDATE jobs SET provider_task_id = ? WHERE id = ? AND provider_task_id IS NULL",
+            (record.provider_task_id, record.job_id),
+        )
+    status = record.job_status
+    if status is None:
+        return
+    behind = [s.value for s in JobStatus if s.rank < status.rank]
+    if not behind:
+        return
+    c.execute(
+        "UPDATE jobs SET status = ?, finished_at = COALESCE(?, finished_at),"
+        " next_poll_at = CASE WHEN ? THEN NULL ELSE next_poll_at END,"
+        " poll_lease_until = CASE WHEN ? THEN NULL ELSE poll_lease_until END"
+        f" WHERE id = ? AND status IN ({_placeholders(len(behind))})",
+        (
+            status.value,
+            _us_or_none(record.finished_at),
+            status.terminal,
+            status.terminal,
+            record.job_id,
+            *behind,
+        ),
+    )

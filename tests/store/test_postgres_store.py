@@ -1,0 +1,155 @@
+"""PostgreSQL specifics: NOTIFY across processes, schemas, listener recovery, test setup."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from receiver.errors import ConfigError
+from receiver.store import DeliveryFilter, open_store
+from tests.store.conftest import PG_ENV, pg_dsn
+from tests.store.factories import SECOND, T0, make_ingest, make_job, seed_deliveries
+
+if TYPE_CHECKING:
+    from receiver.store.postgres import PostgresStore
+    from tests.store.conftest import Backend
+
+postgres_only = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+
+
+async def _pair(backend: Backend) -> tuple[PostgresStore, PostgresStore]:
+    one, two = backend.open(), backend.open()
+    await one.migrate()
+    return one, two  # type: ignore[return-value]
+
+
+async def _woken_within(waiter: asyncio.Task[None], seconds: float) -> float:
+    started = time.monotonic()
+    await asyncio.wait_for(waiter, seconds)
+    return time.monotonic() - started
+
+
+@postgres_only
+async def test_notify_wakes_a_waiter_in_another_store(backend: Backend) -> None:
+    """An ingest committed through one store wakes wait_for_work on another at once."""
+    one, two = await _pair(backend)
+    await two.wait_for_work(0.01)  # opens the listening connection
+    waiter = asyncio.create_task(two.wait_for_work(10))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await one.ingest(make_ingest(None, task="across"))
+    assert await _woken_within(waiter, 2) < 1
+
+
+@postgres_only
+async def test_replay_and_release_notify_other_stores(backend: Backend) -> None:
+    """Replay and release in one store wake a waiter in another."""
+    one, two = await _pair(backend)
+    await seed_deliveries(one, 2)
+    done, leased = await one.claim_due(T0, limit=2, lease_s=30, owner="w")
+    await one.mark_dead(done.delivery.id, status=500, error="x", now=T0)
+    await two.wait_for_work(0.01)
+    for action in (
+        one.replay(DeliveryFilter(delivery_id=done.delivery.id), T0),
+        one.release(leased.delivery.id, next_attempt_at=T0),
+    ):
+        await asyncio.sleep(0.05)  # let the previous notification arrive first
+        await two.wait_for_work(0.001)
+        waiter = asyncio.create_task(two.wait_for_work(10))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        await action
+        assert await _woken_within(waiter, 2) < 1
+
+
+@postgres_only
+async def test_other_schemas_do_not_wake_or_leak(backend: Backend) -> None:
+    """A store on another schema sees none of this schema's rows or notifications."""
+    from receiver.store.postgres import PostgresStore
+
+    mine = backend.open()
+    await mine.migrate()
+    other_schema = backend.schema + "_other"
+    other = PostgresStore(backend.dsn, schema=other_schema)
+    backend.opened.append(other)
+    try:
+        await other.migrate()
+        await mine.create_job(make_job())
+        assert await other.list_jobs() == []
+        await other.wait_for_work(0.01)
+        waiter = asyncio.create_task(other.wait_for_work(0.3))
+        await mine.ingest(make_ingest(None, task="elsewhere"))
+        assert await _woken_within(waiter, 2) >= 0.2
+    finally:
+        await other.close()
+        from tests.store.conftest import pg_execute
+
+        await pg_execute(backend.dsn, f"DROP SCHEMA IF EXISTS {other_schema} CASCADE")
+
+
+@postgres_only
+async def test_lost_listener_reconnects(backend: Backend) -> None:
+    """If the listening connection dies, the next wait reopens it and wake-ups resume."""
+    one, two = await _pair(backend)
+    await two.wait_for_work(0.01)
+    assert two._listener is not None
+    pid = two._listener.get_server_pid()
+    await one.ping()
+    pool = await one._db()
+    await pool.execute("SELECT pg_terminate_backend($1)", pid)
+    for _ in range(100):
+        if two._listener.is_closed():
+            break
+        await asyncio.sleep(0.01)
+    await two.wait_for_work(0.01)
+    assert not two._listener.is_closed()
+    waiter = asyncio.create_task(two.wait_for_work(10))
+    await asyncio.sleep(0.05)
+    await one.ingest(make_ingest(None, task="after-reconnect"))
+    assert await _woken_within(waiter, 2) < 1
+
+
+@postgres_only
+async def test_a_dead_workers_lease_passes_to_another_store(backend: Backend) -> None:
+    """A delivery leased by a store that then went away is claimed by another after lease_s."""
+    one, two = await _pair(backend)
+    await seed_deliveries(one, 1)
+    (taken,) = await one.claim_due(T0, limit=1, lease_s=5, owner="dies")
+    await one.close()
+    assert await two.claim_due(T0 + 4 * SECOND, limit=1, lease_s=5, owner="lives") == []
+    (again,) = await two.claim_due(T0 + 5 * SECOND, limit=1, lease_s=5, owner="lives")
+    assert again.delivery.id == taken.delivery.id
+
+
+@postgres_only
+async def test_closed_store_refuses_work(backend: Backend) -> None:
+    """After close() the store raises instead of reconnecting."""
+    store = backend.open()
+    await store.migrate()
+    await store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.ping()
+    await store.wait_for_work(0.001)  # no listener can open: falls back to the timeout
+
+
+def test_schema_names_are_checked() -> None:
+    """Only plain identifiers are accepted as schema names (they are spliced into SQL)."""
+    from receiver.store.postgres import PostgresStore
+
+    for bad in ("Relay", "relay;drop", "", "1abc", "a" * 64):
+        with pytest.raises(ConfigError):
+            PostgresStore("postgresql://localhost/x", schema=bad)
+    assert PostgresStore("postgresql://localhost/x").schema == "public"
+    assert isinstance(open_store("postgres://localhost/x"), PostgresStore)
+
+
+def test_missing_server_fails_under_ci_and_skips_locally() -> None:
+    """Without RELAY_TEST_PG the PostgreSQL half fails under CI=true and skips elsewhere."""
+    with pytest.raises(pytest.fail.Exception, match=PG_ENV):
+        pg_dsn({"CI": "true"})
+    with pytest.raises(pytest.skip.Exception, match=PG_ENV):
+        pg_dsn({"CI": "false"})
+    assert pg_dsn({PG_ENV: "postgresql://h/db", "CI": "true"}) == "postgresql://h/db"

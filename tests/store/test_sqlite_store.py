@@ -1,0 +1,186 @@
+"""SQLite specifics the contract cannot see: URLs, pragmas, group commit, several processes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from receiver.errors import ConfigError, IdempotencyMismatch
+from receiver.store import open_store
+from receiver.store.group_commit import GroupCommitter
+from receiver.store.sqlite import SqliteStore
+from tests.store.factories import make_ingest, make_job
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "relay.db")
+    await store.migrate()
+    yield store
+    await store.close()
+
+
+def test_from_url_accepts_relative_and_absolute_paths(tmp_path: Path) -> None:
+    """sqlite:///rel is relative to the working directory, sqlite:////abs is absolute."""
+    assert SqliteStore.from_url("sqlite:///./relay.db").path == Path("relay.db")
+    assert SqliteStore.from_url(f"sqlite:///{tmp_path}/r.db").path == tmp_path / "r.db"
+    assert isinstance(open_store(f"sqlite:///{tmp_path}/r.db"), SqliteStore)
+    for bad in ("sqlite://", "sqlite:///", "sqlite:///:memory:", "mysql://x"):
+        with pytest.raises(ConfigError):
+            SqliteStore.from_url(bad)
+
+
+async def test_connection_is_durable_and_shareable(sqlite_store: SqliteStore) -> None:
+    """The writer runs in WAL mode with synchronous=FULL and a busy timeout."""
+
+    def pragmas(c: sqlite3.Connection) -> tuple[str, int, int]:
+        return (
+            c.execute("PRAGMA journal_mode").fetchone()[0],
+            c.execute("PRAGMA synchronous").fetchone()[0],
+            c.execute("PRAGMA busy_timeout").fetchone()[0],
+        )
+
+    assert await sqlite_store._writer.submit(pragmas) == ("wal", 2, 5000)
+
+
+async def test_concurrent_operations_share_commits(sqlite_store: SqliteStore) -> None:
+    """Operations queued together commit in one transaction: fewer commits than operations."""
+    before = sqlite_store.commit_stats.batches
+    results = await asyncio.gather(
+        *(sqlite_store.ingest(make_ingest(None, task=f"t{n}")) for n in range(200))
+    )
+    assert all(results)
+    commits = sqlite_store.commit_stats.batches - before
+    assert commits <= 20
+    assert sqlite_store.commit_stats.largest_batch > 1
+
+
+async def test_a_failing_operation_rolls_back_alone(sqlite_store: SqliteStore) -> None:
+    """In one batch, a failing operation gets its exception and the others still commit."""
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(sqlite_store._writer.submit(lambda c: gate.wait(5)))
+    await asyncio.sleep(0.02)
+    first = make_job()
+    await_first = asyncio.ensure_future(
+        sqlite_store.create_job(first, idempotency_key="k", request_hash="a")
+    )
+    await asyncio.sleep(0)
+
+    def half_written_then_fails(c: sqlite3.Connection) -> None:
+        c.execute("DELETE FROM jobs")
+        raise sqlite3.IntegrityError("boom")
+
+    batch = asyncio.gather(
+        sqlite_store.create_job(make_job(), idempotency_key="k", request_hash="b"),
+        sqlite_store._writer.submit(half_written_then_fails),
+        sqlite_store.ingest(make_ingest(first)),
+        return_exceptions=True,
+    )
+    await asyncio.sleep(0.02)
+    gate.set()
+    await blocker
+    assert (await await_first)[1]
+    mismatch, failed, ingested = await batch
+    assert isinstance(mismatch, IdempotencyMismatch)
+    assert isinstance(failed, sqlite3.IntegrityError)
+    assert ingested is True
+    assert sqlite_store.commit_stats.largest_batch >= 4
+    job = await sqlite_store.get_job(first.id)
+    assert job is not None
+    assert job.status.value == "completed"
+
+
+async def test_a_cancelled_caller_does_not_stop_the_writer(sqlite_store: SqliteStore) -> None:
+    """Cancelling a coroutine that waits for its commit leaves the store working."""
+    gate = threading.Event()
+    blocked = asyncio.ensure_future(sqlite_store._writer.submit(lambda c: gate.wait(5)))
+    await asyncio.sleep(0.01)
+    blocked.cancel()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await blocked
+    job = make_job()
+    await sqlite_store.create_job(job)
+    assert await sqlite_store.get_job(job.id) == job
+
+
+async def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    """After close() (idempotent, also for a store never used) operations raise."""
+    unused = SqliteStore(tmp_path / "unused.db")
+    await unused.close()
+    store = SqliteStore(tmp_path / "relay.db")
+    await store.migrate()
+    await store.close()
+    await store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.ping()
+
+
+async def test_unopenable_file_fails_every_operation(tmp_path: Path) -> None:
+    """A path SQLite cannot open fails the first and every later operation clearly."""
+    (tmp_path / "file").write_text("not a directory")
+    store = SqliteStore(tmp_path / "file" / "relay.db")
+    with pytest.raises(OSError):  # noqa: PT011 - the platform picks the subclass
+        await store.migrate()
+    with pytest.raises(OSError):  # noqa: PT011
+        await store.ping()
+    await store.close()
+
+
+async def test_group_committer_surfaces_begin_failures(tmp_path: Path) -> None:
+    """If a batch cannot even begin, every operation in it gets that error."""
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.execute("PRAGMA busy_timeout = 10")
+        return connection
+
+    committer = GroupCommitter(connect)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await committer.submit(lambda c: c.execute("INSERT INTO t VALUES (1)"))
+        holder.execute("COMMIT")
+        await committer.submit(lambda c: c.execute("INSERT INTO t VALUES (2)").rowcount)
+    finally:
+        await committer.close()
+        holder.close()
+
+
+_OTHER_PROCESS = """
+import asyncio, sys
+from receiver.store.sqlite import SqliteStore
+from tests.store.factories import make_ingest
+
+async def main() -> None:
+    store = SqliteStore(sys.argv[1])
+    await store.migrate()
+    await asyncio.gather(*(store.ingest(make_ingest(None, task=f"other-{n}")) for n in range(40)))
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_two_processes_share_one_file(tmp_path: Path) -> None:
+    """A second process writing the same file concurrently loses nothing (busy_timeout)."""
+    path = tmp_path / "relay.db"
+    store = SqliteStore(path)
+    await store.migrate()
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _OTHER_PROCESS, str(path), cwd=Path(__file__).parents[2]
+    )
+    for n in range(40):
+        await store.ingest(make_ingest(None, task=f"mine-{n}"))
+    assert await other.wait() == 0
+    assert sum((await store.backlog_by_sink()).values()) == 160
+    await store.close()
