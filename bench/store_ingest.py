@@ -64,7 +64,8 @@ async def bench_postgres(dsn: str, count: int, concurrency: int) -> tuple[float,
     from receiver.store.postgres import PostgresStore
 
     schema = f"relay_bench_{secrets.token_hex(4)}"
-    store = PostgresStore(dsn, schema=schema, max_size=max(concurrency, 2))
+    size = max(concurrency, 2)
+    store = PostgresStore(dsn, schema=schema, min_size=size, max_size=size)
     try:
         await store.migrate()
         seconds = await ingest_all(store, count, concurrency)
