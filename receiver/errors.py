@@ -106,9 +106,7 @@ class UnsupportedAction(ClientError):
     code = "unsupported_action"
 
     def __init__(self, provider: str, action: str, supported: list[str]) -> None:
-        super().__init__(
-            f"{provider} cannot do {action!r}", provider=provider, supported=supported
-        )
+        super().__init__(f"{provider} cannot do {action!r}", provider=provider, supported=supported)
 
 
 class ProviderError(RelayError):

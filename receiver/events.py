@@ -213,9 +213,7 @@ class Event:
         return cls(
             id=raw["id"],
             type=EventType(raw["type"]),
-            timestamp=datetime.strptime(raw["timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(
-                tzinfo=UTC
-            ),
+            timestamp=datetime.strptime(raw["timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC),
             data=raw["data"],
         )
 

@@ -133,16 +133,16 @@ class _Reader:
             return default
         return float(value)
 
-    def schedule(
-        self, where: str, table: Mapping[str, Any], key: str
-    ) -> tuple[float, ...] | None:
+    def schedule(self, where: str, table: Mapping[str, Any], key: str) -> tuple[float, ...] | None:
         value = table.get(key)
         if value is None:
             return None
         if (
             not isinstance(value, list)
             or not value
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value)
+            or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value
+            )
         ):
             self.problems.append(f"{where}{key} must be a non-empty list of seconds")
             return None
@@ -176,7 +176,9 @@ def _build(
             secret_keys = (secrets.token_urlsafe(32),)
             warnings.append("RELAY_SECRET_KEY unset: using a random key (dev mode only)")
         else:
-            problems.append("RELAY_SECRET_KEY is not set (run `relay demo` to see generated values)")
+            problems.append(
+                "RELAY_SECRET_KEY is not set (run `relay demo` to see generated values)"
+            )
     if api_token is None:
         if dev_mode:
             api_token = secrets.token_urlsafe(24)
@@ -212,7 +214,9 @@ def _build(
         if not dev_mode:
             warnings.append(f"RELAY_PUBLIC_URL unset: callbacks will point at {public_url}")
 
-    schedule = reader.schedule("delivery.", delivery, "retry_schedule_s") or DEFAULT_RETRY_SCHEDULE_S
+    schedule = (
+        reader.schedule("delivery.", delivery, "retry_schedule_s") or DEFAULT_RETRY_SCHEDULE_S
+    )
     providers = _providers(reader, problems)
     sinks = _sinks(reader, problems)
     routes = _routes(reader, problems, sinks)
@@ -231,7 +235,9 @@ def _build(
         callback_max_age_s=int(
             reader.number("relay.", relay, "callback_max_age_s", DEFAULT_CALLBACK_MAX_AGE_S)
         ),
-        max_body_bytes=int(reader.number("relay.", relay, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
+        max_body_bytes=int(
+            reader.number("relay.", relay, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+        ),
         retry_schedule_s=schedule,
         retry_jitter=reader.number("delivery.", delivery, "jitter", 0.2),
         lease_s=reader.number("delivery.", delivery, "lease_s", 60.0),
@@ -280,7 +286,9 @@ def _providers(reader: _Reader, problems: list[str]) -> dict[str, ProviderConfig
             name=name,
             api_key=api_key,
             base_url=str(table.get("base_url") or provider_cls.default_base_url).rstrip("/"),
-            confirm_by_poll=bool(table.get("confirm_by_poll", provider_cls.confirm_by_poll_default)),
+            confirm_by_poll=bool(
+                table.get("confirm_by_poll", provider_cls.confirm_by_poll_default)
+            ),
             poll_after_s=reader.number(where, table, "poll_after_s", 120.0),
             poll_interval_s=reader.number(where, table, "poll_interval_s", 15.0),
             deadline_s=reader.number(where, table, "deadline_s", 1800.0),

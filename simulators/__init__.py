@@ -10,11 +10,15 @@ from collections.abc import Callable, Mapping
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from simulators import apiframe
+from simulators import apiframe, apimart, imaginepro, kie, useapi
 
 #: provider name -> (app factory taking the API key, the key it accepts by default)
 SIMULATORS: dict[str, tuple[Callable[[str], Starlette], str]] = {
     "apiframe": (apiframe.create_app, apiframe.DEFAULT_KEY),
+    "apimart": (apimart.create_app, apimart.DEFAULT_KEY),
+    "imaginepro": (imaginepro.create_app, imaginepro.DEFAULT_KEY),
+    "kie": (kie.create_app, kie.DEFAULT_KEY),
+    "useapi": (useapi.create_app, useapi.DEFAULT_KEY),
 }
 
 

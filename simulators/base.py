@@ -32,8 +32,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from starlette.requests import Request
 
 _WORD = re.compile(r"[A-Za-z]+\d*")
+
+
+def parent_words(parent_id: str) -> set[str]:
+    """The lower-cased knob words of a parent id (``abc_fail-delay20`` → fail, delay20…);
+    simulators read their own provider-specific words from it too."""
+    return {w.lower() for w in _WORD.findall(parent_id)}
+
+
+def own_base_url(request: Request) -> str:
+    """The simulator's own URL root, mount prefix included (``http://host:port/kie``):
+    ``request.base_url`` is the top-level app's root, which misses the mount."""
+    return str(request.url.replace(path=request.scope.get("root_path", ""), query="")).rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +64,7 @@ class Knobs:
 
     @classmethod
     def from_parent(cls, parent_id: str) -> Knobs:
-        words = {w.lower() for w in _WORD.findall(parent_id)}
+        words = parent_words(parent_id)
         delay_s, duration_s = 0.03, 0.06
         for word in words:
             if word.startswith("delay") and word[5:].isdigit():
@@ -170,7 +183,9 @@ class CallbackSender:
             if knobs.twice:
                 await self._post(client, task, body_for(task, "final"))
 
-    async def _post(self, client: httpx.AsyncClient, task: SimTask, body: Mapping[str, Any]) -> None:
+    async def _post(
+        self, client: httpx.AsyncClient, task: SimTask, body: Mapping[str, Any]
+    ) -> None:
         raw = json.dumps(body).encode()
         headers = {"content-type": "application/json", **self._headers_for(task, raw)}
         assert task.callback_url is not None
@@ -212,4 +227,3 @@ def png_bytes(seed: str, size: int = 16) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
-

@@ -36,9 +36,7 @@ def normalise_action(text: str) -> str:
     """
     name = _ALIASES.get(" ".join(text.split()).lower())
     if name is None:
-        raise BadRequest(
-            f"unknown action {text!r}", field="action", known=list(ALL_ACTIONS)
-        )
+        raise BadRequest(f"unknown action {text!r}", field="action", known=list(ALL_ACTIONS))
     return name
 
 

@@ -35,7 +35,7 @@ from handlers.providers.base import (
 from receiver.errors import PayloadError, ProviderUnavailable, Unauthorized, UnsupportedAction
 from receiver.events import CallbackMode, ErrorCode, ProviderUpdate, UpdateState
 
-SECRET_HEADER = "x-webhook-secret"
+SECRET_HEADER = "x-webhook-secret"  # noqa: S105 (a header name)
 
 #: our action -> (endpoint, extra body fields)
 _ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
@@ -142,7 +142,11 @@ def parse_task(payload: Any) -> ProviderUpdate:
     if status in _FAILED:
         message = optional_str(body, "message", "error") or "apiframe reported the task failed"
         lowered = message.lower()
-        code = ErrorCode.MODERATED if ("moderat" in lowered or "banned" in lowered) else ErrorCode.FAILED
+        code = (
+            ErrorCode.MODERATED
+            if ("moderat" in lowered or "banned" in lowered)
+            else ErrorCode.FAILED
+        )
         return ProviderUpdate(
             provider_task_id=task_id,
             state=UpdateState.FAILED,

@@ -18,7 +18,7 @@ from receiver.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from receiver.events import CallbackMode, ProviderUpdate
+from receiver.events import CallbackMode, ErrorCode, ProviderUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +106,15 @@ class Provider(Protocol):
     max_jobs_default: ClassVar[int | None]
     config: ProviderConfig
 
+    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None: ...
+
     def supported_actions(self) -> tuple[str, ...]: ...
 
     async def submit(self, spec: SubmitSpec) -> SubmitResult: ...
 
-    def verify_callback(self, headers: Mapping[str, str], body: bytes, job_secret: str | None) -> None: ...
+    def verify_callback(
+        self, headers: Mapping[str, str], body: bytes, job_secret: str | None
+    ) -> None: ...
 
     def verify_account_callback(self, headers: Mapping[str, str], body: bytes) -> None: ...
 
@@ -160,7 +164,11 @@ def error_text(response: httpx.Response) -> str:
 
 
 def raise_for_status(
-    response: httpx.Response, provider: str, *, status: int | None = None, message: str | None = None
+    response: httpx.Response,
+    provider: str,
+    *,
+    status: int | None = None,
+    message: str | None = None,
 ) -> None:
     """Map a provider's failure answer to our error codes (DESIGN §3).
 
@@ -173,7 +181,9 @@ def raise_for_status(
     text = message or error_text(response)
     error: ProviderError
     if code in (401, 403):
-        error = ProviderAuthFailed(f"{provider} refused our credentials: {text}", provider=provider, status=code)
+        error = ProviderAuthFailed(
+            f"{provider} refused our credentials: {text}", provider=provider, status=code
+        )
     elif code == 402:
         error = ProviderInsufficientCredits(f"{provider}: {text}", provider=provider, status=code)
     elif code == 429:
@@ -184,9 +194,13 @@ def raise_for_status(
             retry_after_s=retry_after_s(response),
         )
     elif code in (408, 504):
-        error = ProviderUnavailable(f"{provider} timed out: {text}", provider=provider, status=code, timeout=True)
+        error = ProviderUnavailable(
+            f"{provider} timed out: {text}", provider=provider, status=code, timeout=True
+        )
     elif 400 <= code < 500:
-        error = ProviderRejected(f"{provider} rejected the request: {text}", provider=provider, status=code)
+        error = ProviderRejected(
+            f"{provider} rejected the request: {text}", provider=provider, status=code
+        )
     else:
         error = ProviderUnavailable(f"{provider} failed: {text}", provider=provider, status=code)
     raise error
@@ -198,11 +212,15 @@ def json_object(response: httpx.Response, provider: str) -> dict[str, Any]:
         body = response.json()
     except ValueError as exc:
         raise ProviderUnavailable(
-            f"{provider} answered with a body that is not JSON", provider=provider, status=response.status_code
+            f"{provider} answered with a body that is not JSON",
+            provider=provider,
+            status=response.status_code,
         ) from exc
     if not isinstance(body, dict):
         raise ProviderUnavailable(
-            f"{provider} answered with JSON that is not an object", provider=provider, status=response.status_code
+            f"{provider} answered with JSON that is not an object",
+            provider=provider,
+            status=response.status_code,
         )
     return body
 
@@ -260,3 +278,13 @@ def string_list(value: Any, field_name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise PayloadError(field_name, "must be a list of strings")
     return tuple(value)
+
+
+_MODERATION_WORDS = ("moderat", "banned", "nsfw", "sensitive", "prohibited")
+
+
+def failure_code(message: str | None) -> ErrorCode:
+    """``MODERATED`` when a provider's failure text reads like a content-moderation
+    refusal (``banned prompt``, ``moderation``, ``sensitive``), else ``FAILED``."""
+    lowered = (message or "").lower()
+    return ErrorCode.MODERATED if any(w in lowered for w in _MODERATION_WORDS) else ErrorCode.FAILED

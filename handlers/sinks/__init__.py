@@ -8,10 +8,14 @@ from __future__ import annotations
 from handlers.sinks.base import Sink, SinkConfig
 from handlers.sinks.file import FileSink
 from handlers.sinks.http import HttpSink
+from handlers.sinks.s3 import S3Sink
+from handlers.sinks.slack import SlackSink
 
 SINKS: dict[str, type[Sink]] = {
     "http": HttpSink,
     "file": FileSink,
+    "slack": SlackSink,
+    "s3": S3Sink,
 }
 
 __all__ = ["SINKS", "Sink", "SinkConfig"]

@@ -49,6 +49,8 @@ class Sink(Protocol):
     type: ClassVar[str]
     config: SinkConfig
 
+    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None: ...
+
     async def deliver(self, event: Event) -> None: ...
 
     @classmethod

@@ -1,0 +1,201 @@
+"""ImaginePro (api.imaginepro.ai).
+
+Submit: ``POST /api/v1/nova/button`` with ``Authorization: Bearer <key>`` and
+``{"messageId": parent, "button": label, "ref": our job id, "webhookOverride": url}``;
+the answer is ``{"success", "messageId", "createdAt", "error"?}``. Callbacks go to
+``webhookOverride`` and carry the same message object that the poll,
+``GET /api/v1/message/fetch/{messageId}``, answers with (status ``QUEUED``,
+``PROCESSING``, ``DONE`` or ``FAIL``). ImaginePro documents no callback authenticity:
+the signed callback URL is the only check, and account-level callbacks are refused.
+
+Looseness handled: ``success`` is a boolean (docs) or a status string (SDK); the parent
+is ``originatingMessageId`` (example) or ``originalMessageId`` (schema); ``progress`` is
+a number or a string; the image is in ``uri``, else ``originalUrl``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from handlers.providers.actions import LABELS
+from handlers.providers.base import (
+    ProviderConfig,
+    SubmitResult,
+    SubmitSpec,
+    json_object,
+    optional_str,
+    parse_progress,
+    raise_for_status,
+    require_object,
+    require_str,
+    send,
+    string_list,
+)
+from receiver.errors import (
+    PayloadError,
+    ProviderRejected,
+    ProviderUnavailable,
+    Unauthorized,
+    UnsupportedAction,
+)
+from receiver.events import CallbackMode, ErrorCode, ProviderUpdate, UpdateState
+
+#: ImaginePro lists every upscale button except Redo Upscale (Subtle)/(Creative)
+SUPPORTED: tuple[str, ...] = (
+    "U1",
+    "U2",
+    "U3",
+    "U4",
+    "upscale_2x",
+    "upscale_4x",
+    "upscale_subtle",
+    "upscale_creative",
+    "redo_upscale_2x",
+    "redo_upscale_4x",
+)
+
+_RUNNING = {"QUEUED", "PROCESSING"}
+_MODERATION_WORDS = ("moderat", "banned", "community standards", "blocked")
+
+
+class ImagineProProvider:
+    """Drives ImaginePro's button endpoint."""
+
+    name: ClassVar[str] = "imaginepro"
+    default_base_url: ClassVar[str] = "https://api.imaginepro.ai"
+    callback_mode: ClassVar[CallbackMode] = CallbackMode.WEBHOOK
+    mints_job_secret: ClassVar[bool] = False
+    confirm_by_poll_default: ClassVar[bool] = False
+    max_jobs_default: ClassVar[int | None] = None
+
+    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+        self.config = config
+        self._client = client
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.api_key}"}
+
+    def supported_actions(self) -> tuple[str, ...]:
+        return SUPPORTED
+
+    async def submit(self, spec: SubmitSpec) -> SubmitResult:
+        if spec.action not in SUPPORTED:
+            raise UnsupportedAction(self.name, spec.action, list(SUPPORTED))
+        body: dict[str, Any] = {
+            "messageId": spec.parent_id,
+            "button": LABELS[spec.action],
+            "ref": spec.job_id,
+        }
+        if spec.callback_url:
+            body["webhookOverride"] = spec.callback_url
+        request = self._client.build_request(
+            "POST", self.config.base_url + "/api/v1/nova/button", json=body, headers=self._headers()
+        )
+        response = await send(self._client, request, self.name)
+        raise_for_status(response, self.name, message=_error_message(response))
+        answer = json_object(response, self.name)
+        success = answer.get("success")
+        error = answer.get("error")
+        if success is False or success == "FAIL" or (isinstance(error, str) and error):
+            text = error if isinstance(error, str) and error else "success is false"
+            raise ProviderRejected(
+                f"imaginepro rejected the request: {text[:200]}",
+                provider=self.name,
+                status=response.status_code,
+            )
+        message_id = answer.get("messageId")
+        if not isinstance(message_id, str) or not message_id:
+            raise ProviderUnavailable(
+                "imaginepro accepted the button press but sent no messageId", provider=self.name
+            )
+        return SubmitResult(provider_task_id=message_id)
+
+    def verify_callback(
+        self, headers: Mapping[str, str], body: bytes, job_secret: str | None
+    ) -> None:
+        """ImaginePro signs nothing; the signed callback URL was the check."""
+
+    def verify_account_callback(self, headers: Mapping[str, str], body: bytes) -> None:
+        raise Unauthorized("imaginepro callbacks carry no verifiable secret; use per-job URLs")
+
+    def parse_callback(self, payload: Any) -> ProviderUpdate:
+        return parse_message(payload)
+
+    async def poll(self, task_id: str) -> ProviderUpdate:
+        request = self._client.build_request(
+            "GET",
+            f"{self.config.base_url}/api/v1/message/fetch/{task_id}",
+            headers=self._headers(),
+        )
+        response = await send(self._client, request, self.name)
+        raise_for_status(response, self.name, message=_error_message(response))
+        return parse_message(json_object(response, self.name))
+
+
+def _error_message(response: httpx.Response) -> str | None:
+    """The text of an ImaginePro error body: ``error`` (submit shape) or the SDK's
+    ``{"message", "error", "statusCode"}`` shape, whose ``message`` is more specific."""
+    if response.is_success:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    message = body.get("message")
+    if isinstance(message, list):
+        message = "; ".join(str(item) for item in message)
+    for value in (message, body.get("error")):
+        if isinstance(value, str) and value:
+            return value[:200]
+    return None
+
+
+def _is_moderation(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in _MODERATION_WORDS)
+
+
+def parse_message(payload: Any) -> ProviderUpdate:
+    """Normalise an ImaginePro message (callback body or fetch answer)."""
+    body = require_object(payload)
+    message_id = require_str(body, "messageId")
+    status_value = body.get("status")
+    if not isinstance(status_value, str) or not status_value.strip():
+        raise PayloadError("status")
+    status = status_value.strip().upper()
+    progress = parse_progress(body.get("progress"))
+    common: dict[str, Any] = {
+        "provider_task_id": message_id,
+        "buttons": string_list(body.get("buttons"), "buttons"),
+        "parent_id": optional_str(body, "originatingMessageId", "originalMessageId"),
+        "correlation_id": optional_str(body, "ref"),
+    }
+    if status in _RUNNING:
+        return ProviderUpdate(state=UpdateState.PROGRESS, progress=progress, **common)
+    if status == "DONE":
+        image_url = optional_str(body, "uri", "originalUrl")
+        if image_url is None:
+            raise PayloadError("uri", "is missing from a DONE message (no originalUrl either)")
+        return ProviderUpdate(
+            state=UpdateState.COMPLETED,
+            progress=100,
+            image_url=image_url,
+            image_urls=(image_url,),
+            **common,
+        )
+    if status == "FAIL":
+        message = optional_str(body, "error") or "imaginepro reported the job failed"
+        code = ErrorCode.MODERATED if _is_moderation(message) else ErrorCode.FAILED
+        return ProviderUpdate(
+            state=UpdateState.FAILED,
+            progress=progress,
+            error_code=code,
+            error_message=message,
+            **common,
+        )
+    raise PayloadError("status", f"is {status_value[:40]!r}, not QUEUED, PROCESSING, DONE or FAIL")

@@ -1,0 +1,310 @@
+"""``type = "s3"``: archive each event as a JSON object (and optionally its image).
+
+Options: ``bucket`` (required), ``prefix`` (default ""), ``region`` (default
+us-east-1), ``endpoint_url`` (MinIO, R2, a local S3 API; path-style addressing),
+``copy_images`` (default false), and optionally ``aws_access_key_id`` /
+``aws_secret_access_key`` / ``aws_session_token``; without them the standard AWS
+chain (environment, profile, instance role …) applies. aiobotocore is imported
+lazily: the relay runs without it unless an S3 sink is configured.
+
+Keys come from the event alone (its timestamp, job id and event id), so a retried
+delivery overwrites the same objects::
+
+    {prefix}{yyyy}/{mm}/{dd}/{job_id or "no-job"}/{event_id}.json
+    {prefix}{yyyy}/{mm}/{dd}/{job_id or "no-job"}/{event_id}.png   (copy_images)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import posixpath
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from handlers.sinks.base import SinkConfig, http_client_error, required_options
+from handlers.sinks.http import parse_retry_after
+from receiver.errors import DeliveryFailed
+from receiver.events import Event, EventType
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.client import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+
+PART_SIZE = 8 * 1024 * 1024
+_EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/jpg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "image/avif": ".avif",
+}
+_PERMANENT_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "InvalidBucketName",
+        "SignatureDoesNotMatch",
+    }
+)
+_RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "ExpiredToken",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+_CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+
+
+def object_base(prefix: str, event: Event) -> str:
+    """The key of ``event``'s objects without the extension (date from the event)."""
+    moment = event.timestamp.astimezone(UTC)
+    return f"{prefix}{moment:%Y/%m/%d}/{event.job_id or 'no-job'}/{event.id}"
+
+
+def image_extension(content_type: str, url: str) -> str:
+    """``.png`` … from the content type, else from the URL's path, else ``.bin``."""
+    known = _EXTENSIONS.get(content_type.lower())
+    if known:
+        return known
+    suffix = posixpath.splitext(urlsplit(url).path)[1].lower()
+    return suffix if 1 < len(suffix) <= 6 and suffix[1:].isalnum() else ".bin"
+
+
+def s3_failure(exc: Exception, bucket: str) -> DeliveryFailed:
+    """A botocore error as a DeliveryFailed: configuration problems are permanent,
+    throttling, 5xx and transport trouble are retryable."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        NoCredentialsError,
+        ParamValidationError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "NoSuchBucket":
+            return DeliveryFailed(
+                f"bucket {bucket!r} does not exist", status=status, permanent=True
+            )
+        permanent: bool | None = None
+        if code in _PERMANENT_CODES:
+            permanent = True
+        elif code in _RETRYABLE_CODES or (status is not None and (status >= 500 or status == 429)):
+            permanent = False
+        detail = str(error.get("Message", ""))[:200]
+        return DeliveryFailed(
+            f"S3 {code or 'error'} (HTTP {status}) on bucket {bucket!r}: {detail}",
+            status=status,
+            permanent=permanent,
+        )
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return DeliveryFailed("S3: no usable AWS credentials", permanent=True)
+    if isinstance(exc, ParamValidationError):
+        return DeliveryFailed(f"S3 rejected the request: {exc}"[:300], permanent=True)
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+        return DeliveryFailed("S3 timed out", permanent=False)
+    return DeliveryFailed(f"S3 connection failed ({type(exc).__name__})", permanent=False)
+
+
+def _source_failed(response: httpx.Response) -> DeliveryFailed:
+    status = response.status_code
+    permanent: bool | None = None
+    if status in (404, 410):
+        permanent = True
+    elif status >= 500 or status in (408, 429):
+        permanent = False
+    return DeliveryFailed(
+        f"image source answered HTTP {status}",
+        status=status,
+        permanent=permanent,
+        retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+    )
+
+
+class S3Sink:
+    """Write ``event.to_json()`` to the bucket; with ``copy_images`` first stream a
+    completed event's image there (one PutObject up to 8 MiB, multipart above)."""
+
+    type: ClassVar[str] = "s3"
+
+    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
+        self.config = config
+        self._http = client
+        options = config.options
+        self._bucket = str(options["bucket"])
+        self._prefix = str(options.get("prefix") or "")
+        self._region = str(options.get("region") or "us-east-1")
+        self._endpoint_url = str(options.get("endpoint_url") or "") or None
+        self._copy_images = options.get("copy_images", False) is True
+        self._credentials = {k: str(options[k]) for k in _CREDENTIAL_KEYS if options.get(k)}
+        self._stack: AsyncExitStack | None = None
+        self._s3: S3Client | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def config_problems(cls, options: Mapping[str, Any]) -> list[str]:
+        problems = required_options(options, "bucket")
+        if "copy_images" in options and not isinstance(options["copy_images"], bool):
+            problems.append("'copy_images' must be true or false")
+        for key in ("bucket", "prefix", "region", "endpoint_url", *_CREDENTIAL_KEYS):
+            if options.get(key) is not None and not isinstance(options[key], str):
+                problems.append(f"'{key}' must be a string")
+        endpoint = options.get("endpoint_url")
+        if (
+            isinstance(endpoint, str)
+            and endpoint
+            and not endpoint.startswith(("http://", "https://"))
+        ):
+            problems.append("'endpoint_url' must be an http:// or https:// URL")
+        if bool(options.get("aws_access_key_id")) != bool(options.get("aws_secret_access_key")):
+            problems.append("'aws_access_key_id' and 'aws_secret_access_key' go together")
+        return problems
+
+    async def _client(self) -> S3Client:
+        async with self._lock:
+            if self._s3 is None:
+                from aiobotocore.config import AioConfig
+                from aiobotocore.session import get_session
+
+                config = AioConfig(
+                    connect_timeout=self.config.timeout_s,
+                    read_timeout=self.config.timeout_s,
+                    retries={"mode": "standard", "total_max_attempts": 2},
+                    s3={"addressing_style": "path" if self._endpoint_url else "auto"},
+                )
+                stack = AsyncExitStack()
+                self._s3 = s3 = await stack.enter_async_context(
+                    get_session().create_client(
+                        "s3",
+                        region_name=self._region,
+                        endpoint_url=self._endpoint_url,
+                        config=config,
+                        aws_access_key_id=self._credentials.get("aws_access_key_id"),
+                        aws_secret_access_key=self._credentials.get("aws_secret_access_key"),
+                        aws_session_token=self._credentials.get("aws_session_token"),
+                    )
+                )
+                self._stack = stack
+                return s3
+            return self._s3
+
+    async def deliver(self, event: Event) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        base = object_base(self._prefix, event)
+        image_url = event.data["image_url"]
+        try:
+            s3 = await self._client()
+            metadata: dict[str, str] = {}
+            if self._copy_images and event.type is EventType.COMPLETED and image_url:
+                image_key = await self._copy_image(s3, image_url, base)
+                if image_key.isascii():
+                    metadata["image-key"] = image_key
+            await s3.put_object(
+                Bucket=self._bucket,
+                Key=base + ".json",
+                Body=event.to_json().encode(),
+                ContentType="application/json",
+                Metadata=metadata,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise s3_failure(exc, self._bucket) from exc
+
+    async def _copy_image(self, s3: S3Client, url: str, base: str) -> str:
+        """Stream the image at ``url`` into the bucket; return its key."""
+        if not url.startswith(("https://", "http://")):
+            raise DeliveryFailed("image_url is not an http(s) URL", permanent=True)
+        try:
+            async with self._http.stream(
+                "GET", url, timeout=self.config.timeout_s, follow_redirects=True
+            ) as response:
+                if response.status_code != 200:
+                    raise _source_failed(response)
+                content_type = response.headers.get("content-type", "application/octet-stream")
+                content_type = content_type.split(";")[0].strip() or "application/octet-stream"
+                key = base + image_extension(content_type, url)
+                await self._upload(s3, key, content_type, response.aiter_bytes())
+        except httpx.HTTPError as exc:
+            raise DeliveryFailed(f"image source {http_client_error(exc)}", permanent=False) from exc
+        return key
+
+    async def _upload(
+        self, s3: S3Client, key: str, content_type: str, chunks: AsyncIterator[bytes]
+    ) -> None:
+        """One PutObject for up to PART_SIZE bytes, else a multipart upload of
+        PART_SIZE parts (holding at most one part in memory), aborted on failure."""
+        buffer = bytearray()
+        upload_id: str | None = None
+        parts: list[CompletedPartTypeDef] = []
+        try:
+            async for chunk in chunks:
+                buffer += chunk
+                while len(buffer) > PART_SIZE:  # strictly: the last part is never empty
+                    if upload_id is None:
+                        created = await s3.create_multipart_upload(
+                            Bucket=self._bucket, Key=key, ContentType=content_type
+                        )
+                        upload_id = created["UploadId"]
+                    part = bytes(buffer[:PART_SIZE])
+                    del buffer[:PART_SIZE]
+                    parts.append(await self._part(s3, key, upload_id, parts, part))
+            if upload_id is None:
+                await s3.put_object(
+                    Bucket=self._bucket, Key=key, Body=bytes(buffer), ContentType=content_type
+                )
+                return
+            parts.append(await self._part(s3, key, upload_id, parts, bytes(buffer)))
+            await s3.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            if upload_id is not None:
+                with contextlib.suppress(Exception):
+                    await s3.abort_multipart_upload(
+                        Bucket=self._bucket, Key=key, UploadId=upload_id
+                    )
+            raise
+
+    async def _part(
+        self,
+        s3: S3Client,
+        key: str,
+        upload_id: str,
+        parts: list[CompletedPartTypeDef],
+        body: bytes,
+    ) -> CompletedPartTypeDef:
+        number = len(parts) + 1
+        answer = await s3.upload_part(
+            Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        return {"ETag": answer["ETag"], "PartNumber": number}
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if self._stack is not None:
+                await self._stack.aclose()
+            self._stack = self._s3 = None

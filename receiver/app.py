@@ -1,0 +1,116 @@
+"""The ASGI app factory. The lifespan owns the store, the HTTP client, and (in the
+default in-process mode) the delivery worker and the poller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from receiver.errors import ConfigError, RelayError
+from receiver.logs import RequestLogMiddleware, configure_logging
+from receiver.poller import run_poller
+from receiver.routes import callbacks, deliveries, health, jobs, upscales
+from receiver.runtime import Relay
+from receiver.settings import DeliveryMode, Settings, load_settings
+from receiver.store import Store
+from receiver.worker import DeliveryWorker
+
+log = structlog.get_logger("relay.app")
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Starlette:
+    """Build the relay app. Without ``settings`` it reads the environment (the
+    Procfile's ``uvicorn receiver.app:create_app --factory``) and exits with the list
+    of problems, not a traceback, when the configuration is bad."""
+    if settings is None:
+        try:
+            settings = load_settings()
+        except ConfigError as exc:
+            print(f"relay: {exc.message}", file=sys.stderr)
+            raise SystemExit(2) from None
+        configure_logging(settings.log_format, settings.log_level)
+    resolved = settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        if (
+            resolved.database_url.startswith("sqlite")
+            and resolved.delivery_mode is DeliveryMode.INLINE
+        ):
+            raise ConfigError(["RELAY_DELIVERY_MODE=inline needs a networked store (PostgreSQL)"])
+        for warning in resolved.warnings:
+            log.warning("config.warning", message=warning)
+        async with Relay.open(resolved, store=store) as relay:
+            state: dict[str, Any] = {"relay": relay}
+            background: list[asyncio.Task[None]] = []
+            if resolved.delivery_mode is DeliveryMode.INPROCESS:
+                worker = DeliveryWorker(relay)
+                state["worker"] = worker
+                background.append(asyncio.create_task(worker.run(), name="relay-worker"))
+                background.append(asyncio.create_task(run_poller(relay), name="relay-poller"))
+            elif resolved.delivery_mode is DeliveryMode.INLINE:
+                state["inline_worker"] = DeliveryWorker(relay)
+            log.info(
+                "relay.started",
+                mode=resolved.delivery_mode.value,
+                providers=sorted(relay.providers),
+                sinks=sorted(relay.sinks),
+            )
+            try:
+                yield state
+            finally:
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+
+    app = Starlette(
+        routes=[
+            *health.routes,
+            *upscales.routes,
+            *jobs.routes,
+            *deliveries.routes,
+            *callbacks.routes,
+        ],
+        middleware=[Middleware(RequestLogMiddleware)],
+        exception_handlers={
+            RelayError: _relay_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = resolved
+    return app
+
+
+async def _relay_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RelayError)
+    return JSONResponse(exc.body(), status_code=exc.http_status, headers=exc.headers())
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": code, "message": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.error("http.unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+    return JSONResponse(
+        {"error": "internal_error", "message": "unexpected error; it has been logged"},
+        status_code=500,
+    )

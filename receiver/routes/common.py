@@ -1,0 +1,67 @@
+"""What every route shares: reaching the relay, auth, bounded body reads, JSON."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from receiver.errors import BadRequest, PayloadTooLarge, Unauthorized
+from receiver.runtime import Relay
+
+
+def relay_of(request: Request) -> Relay:
+    relay: Relay = request.state.relay
+    return relay
+
+
+def require_api_token(request: Request) -> None:
+    """``Authorization: Bearer $RELAY_API_TOKEN``, compared in constant time."""
+    expected = relay_of(request).settings.api_token or ""
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given or not expected:
+        raise Unauthorized("missing bearer token")
+    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise Unauthorized("invalid bearer token")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, or ``PayloadTooLarge`` as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body exceeds {limit} bytes", limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request) -> Any:
+    body = await read_body(request, relay_of(request).settings.max_body_bytes)
+    if not body:
+        raise BadRequest("body is empty; send JSON")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest("body is not valid JSON") from exc
+
+
+def json_response(body: Any, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status_code)
+
+
+def query_int(request: Request, name: str, default: int, maximum: int) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not text.isdigit():
+        raise BadRequest(f"{name!r} must be a positive integer", field=name)
+    return max(1, min(maximum, int(text)))

@@ -1,0 +1,93 @@
+"""Deliveries and sinks: list, replay one or many, and each sink's state."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from receiver.errors import BadRequest, NotFound
+from receiver.events import DeliveryState, utcnow
+from receiver.routes.common import json_response, query_int, read_json, relay_of, require_api_token
+from receiver.store import DeliveryFilter
+
+
+def _state(text: str | None) -> DeliveryState | None:
+    if not text:
+        return None
+    try:
+        return DeliveryState(text)
+    except ValueError as exc:
+        raise BadRequest(
+            f"state must be one of {', '.join(s.value for s in DeliveryState)}", field="state"
+        ) from exc
+
+
+async def list_deliveries(request: Request) -> Response:
+    require_api_token(request)
+    params = request.query_params
+    where = DeliveryFilter(
+        state=_state(params.get("state")),
+        sink=params.get("sink"),
+        job_id=params.get("job_id"),
+        event_id=params.get("event_id"),
+    )
+    deliveries = await relay_of(request).store.list_deliveries(
+        where, limit=query_int(request, "limit", 100, 1000)
+    )
+    return json_response({"deliveries": [d.view() for d in deliveries]})
+
+
+async def retry_one(request: Request) -> Response:
+    require_api_token(request)
+    store = relay_of(request).store
+    delivery_id = request.path_params["delivery_id"]
+    if await store.get_delivery(delivery_id) is None:
+        raise NotFound("no such delivery")
+    count = await store.replay(DeliveryFilter(delivery_id=delivery_id), utcnow())
+    return json_response({"replayed": count}, status_code=202)
+
+
+async def retry_many(request: Request) -> Response:
+    """Replay every delivery matching ``{"state"?, "sink"?, "job_id"?}`` (default: dead)."""
+    require_api_token(request)
+    body = await read_json(request) if int(request.headers.get("content-length") or 0) else {}
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    where = DeliveryFilter(
+        state=_state(body.get("state")) or DeliveryState.DEAD,
+        sink=body.get("sink"),
+        job_id=body.get("job_id"),
+    )
+    count = await relay_of(request).store.replay(where, utcnow())
+    return json_response({"replayed": count}, status_code=202)
+
+
+async def list_sinks(request: Request) -> Response:
+    require_api_token(request)
+    relay = relay_of(request)
+    backlog = await relay.store.backlog_by_sink()
+    worker = getattr(request.state, "worker", None)
+    views = []
+    for name, sink in relay.sinks.items():
+        circuit = worker.circuits.get(name) if worker is not None else None
+        views.append(
+            {
+                "name": name,
+                "type": sink.config.type,
+                "state": circuit.state.value if circuit else "ok",
+                "backlog": backlog.get(name, 0),
+                "last_error": circuit.last_error if circuit else None,
+                "circuit_opened": circuit.opened_count if circuit else 0,
+                "circuit_closed": circuit.closed_count if circuit else 0,
+            }
+        )
+    return json_response({"sinks": views})
+
+
+routes = [
+    Route("/v1/deliveries", list_deliveries, methods=["GET"]),
+    Route("/v1/deliveries/retry", retry_many, methods=["POST"]),
+    Route("/v1/deliveries/{delivery_id}/retry", retry_one, methods=["POST"]),
+    Route("/v1/sinks", list_sinks, methods=["GET"]),
+]

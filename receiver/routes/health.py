@@ -1,0 +1,33 @@
+"""``/healthz`` (alive), ``/readyz`` (the store answers) and ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from receiver.routes.common import json_response, relay_of
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        await relay_of(request).store.ping()
+    except Exception:
+        return json_response({"status": "unavailable", "store": "down"}, status_code=503)
+    return json_response({"status": "ok", "store": "up"})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(relay_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

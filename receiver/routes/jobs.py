@@ -1,0 +1,45 @@
+"""``GET /v1/jobs`` and ``GET /v1/jobs/{job_id}``."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from receiver.errors import BadRequest, NotFound
+from receiver.events import JobStatus
+from receiver.routes.common import json_response, query_int, relay_of, require_api_token
+
+
+async def get_job(request: Request) -> Response:
+    require_api_token(request)
+    store = relay_of(request).store
+    job = await store.get_job(request.path_params["job_id"])
+    if job is None:
+        raise NotFound("no such job")
+    return json_response(job.view(await store.list_events(job.id)))
+
+
+async def list_jobs(request: Request) -> Response:
+    require_api_token(request)
+    params = request.query_params
+    status_text = params.get("status")
+    try:
+        status = JobStatus(status_text) if status_text else None
+    except ValueError as exc:
+        raise BadRequest(
+            f"status must be one of {', '.join(s.value for s in JobStatus)}", field="status"
+        ) from exc
+    jobs = await relay_of(request).store.list_jobs(
+        ref=params.get("ref"),
+        status=status,
+        provider=params.get("provider"),
+        limit=query_int(request, "limit", 100, 1000),
+    )
+    return json_response({"jobs": [job.view() for job in jobs]})
+
+
+routes = [
+    Route("/v1/jobs", list_jobs, methods=["GET"]),
+    Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+]

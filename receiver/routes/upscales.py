@@ -1,0 +1,39 @@
+"""``POST /v1/upscales``: submit an upscale (honours ``Idempotency-Key``)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from receiver.errors import BadRequest
+from receiver.events import JobStatus
+from receiver.routes.common import json_response, read_json, relay_of, require_api_token
+from receiver.submission import parse_upscale_request, submit_upscale
+
+
+async def create_upscale(request: Request) -> Response:
+    require_api_token(request)
+    relay = relay_of(request)
+    body = await read_json(request)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (0 < len(key) <= 255):
+        raise BadRequest("Idempotency-Key must be 1-255 characters")
+    job, created = await submit_upscale(relay, parse_upscale_request(relay, body), key)
+    answer = {
+        "job_id": job.id,
+        "provider": job.provider,
+        "provider_task_id": job.provider_task_id,
+        # the submission's outcome; a fast provider may already have called back
+        "status": "queued" if job.status is JobStatus.QUEUED else "submitted",
+        "callback": job.callback_mode.value,
+        "action": job.action,
+        "ref": job.ref,
+    }
+    response = json_response(answer, status_code=202)
+    if not created:
+        response.headers["idempotent-replayed"] = "true"
+    return response
+
+
+routes = [Route("/v1/upscales", create_upscale, methods=["POST"])]

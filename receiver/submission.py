@@ -1,0 +1,221 @@
+"""Submitting upscales: validate, store the job (idempotently), hand it to the provider
+— or queue it while the provider's concurrency cap (useapi's ``max_jobs``) is full."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from handlers.providers import Provider, SubmitSpec
+from handlers.providers.actions import normalise_action
+from receiver.errors import (
+    BadRequest,
+    ClientError,
+    ProviderError,
+    ProviderRateLimited,
+    UnsupportedAction,
+)
+from receiver.events import CallbackMode, Job, JobStatus, new_id, utcnow
+from receiver.runtime import Relay
+from receiver.tokens import new_job_secret
+
+log = structlog.get_logger("relay.submit")
+
+ACTIVE = (JobStatus.SUBMITTED, JobStatus.PROCESSING)
+FIRST_POLL_S = 3.0
+
+
+class UnknownProvider(ClientError):
+    http_status = 422
+    code = "unknown_provider"
+
+
+class UnknownSink(ClientError):
+    http_status = 422
+    code = "unknown_sink"
+
+
+@dataclass(frozen=True, slots=True)
+class UpscaleRequest:
+    """A validated ``POST /v1/upscales`` body."""
+
+    provider: str
+    parent_id: str
+    action: str
+    ref: str | None
+    sinks: tuple[str, ...] | None
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(
+            [self.provider, self.parent_id, self.action, self.ref, self.sinks],
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_upscale_request(relay: Relay, body: Any) -> UpscaleRequest:
+    """Validate a submit body; 400 for malformed fields, 422 for what we cannot do."""
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    for name in ("provider", "parent_id", "action"):
+        if not isinstance(body.get(name), str) or not body[name].strip():
+            raise BadRequest(f"{name!r} is required and must be a non-empty string", field=name)
+    ref = body.get("ref")
+    if ref is not None and not isinstance(ref, str):
+        raise BadRequest("'ref' must be a string", field="ref")
+    sinks = body.get("sinks")
+    if sinks is not None and (
+        not isinstance(sinks, list) or not all(isinstance(s, str) for s in sinks)
+    ):
+        raise BadRequest("'sinks' must be a list of sink names", field="sinks")
+    provider_name = body["provider"].strip()
+    provider = relay.providers.get(provider_name)
+    if provider is None:
+        raise UnknownProvider(
+            f"provider {provider_name!r} is not configured", configured=sorted(relay.providers)
+        )
+    action = normalise_action(body["action"])
+    if action not in provider.supported_actions():
+        raise UnsupportedAction(provider_name, action, list(provider.supported_actions()))
+    if sinks is not None:
+        unknown = [s for s in sinks if s not in relay.sinks]
+        if unknown:
+            raise UnknownSink(
+                f"unknown sinks: {', '.join(unknown)}", configured=sorted(relay.sinks)
+            )
+    return UpscaleRequest(
+        provider=provider_name,
+        parent_id=body["parent_id"].strip(),
+        action=action,
+        ref=ref,
+        sinks=tuple(sinks) if sinks is not None else None,
+    )
+
+
+async def submit_upscale(
+    relay: Relay, request: UpscaleRequest, idempotency_key: str | None = None
+) -> tuple[Job, bool]:
+    """Create the job and submit it (or queue it). Returns the job and whether it is
+    new; the same idempotency key and body return the first job without resubmitting."""
+    provider = relay.provider(request.provider)
+    now = utcnow()
+    job = Job(
+        id=new_id("job"),
+        provider=request.provider,
+        parent_id=request.parent_id,
+        action=request.action,
+        ref=request.ref,
+        status=JobStatus.QUEUED,
+        callback_mode=provider.callback_mode,
+        created_at=now,
+        callback_secret=new_job_secret() if provider.mints_job_secret else None,
+        sinks=request.sinks,
+    )
+    job, created = await relay.store.create_job(
+        job, idempotency_key=idempotency_key, request_hash=request.fingerprint()
+    )
+    if not created:
+        return job, False
+    cap = provider.config.max_jobs
+    if cap is not None and await relay.store.count_jobs(job.provider, ACTIVE) >= cap:
+        log.info("submit.queued", job_id=job.id, provider=job.provider, max_jobs=cap)
+        relay.metrics.submissions.labels(job.provider, "queued").inc()
+        return job, True
+    try:
+        return await send_to_provider(relay, provider, job), True
+    except ProviderRateLimited:
+        if cap is None:
+            await relay.store.delete_job(job.id)
+            raise
+        log.info("submit.queued_after_429", job_id=job.id, provider=job.provider)
+        return job, True
+    except (ProviderError, ClientError):
+        await relay.store.delete_job(job.id)
+        raise
+
+
+async def send_to_provider(relay: Relay, provider: Provider, job: Job) -> Job:
+    """Submit a stored job to its provider and record the provider's task id."""
+    spec = SubmitSpec(
+        job_id=job.id,
+        parent_id=job.parent_id,
+        action=job.action,
+        callback_url=(
+            relay.callback_url(job.id, job.provider)
+            if provider.callback_mode is CallbackMode.WEBHOOK
+            else None
+        ),
+        callback_secret=job.callback_secret,
+    )
+    try:
+        result = await provider.submit(spec)
+    except ProviderError as exc:
+        relay.metrics.submissions.labels(job.provider, exc.code).inc()
+        log.warning("submit.failed", job_id=job.id, provider=job.provider, error=exc.code)
+        raise
+    now = utcnow()
+    config = provider.config
+    if result.existing:
+        first_poll = now  # the provider already ran this: ask it for the result now
+    elif provider.callback_mode is CallbackMode.POLL:
+        first_poll = now + timedelta(seconds=min(FIRST_POLL_S, config.poll_interval_s))
+    else:
+        first_poll = now + timedelta(seconds=config.poll_after_s)
+    updated = await relay.store.mark_submitted(
+        job.id,
+        provider_task_id=result.provider_task_id,
+        submitted_at=now,
+        next_poll_at=first_poll,
+        deadline_at=now + timedelta(seconds=config.deadline_s),
+    )
+    relay.metrics.submissions.labels(job.provider, "existing" if result.existing else "ok").inc()
+    log.info(
+        "submit.accepted",
+        job_id=job.id,
+        provider=job.provider,
+        provider_task_id=result.provider_task_id,
+        existing=result.existing,
+    )
+    relay.poll_wakeup.set()
+    return updated
+
+
+async def dispatch_queued(relay: Relay) -> int:
+    """Submit queued jobs of capped providers while they have free slots; returns how
+    many went out. Runs in the poller loop, and whenever a job ends."""
+    sent = 0
+    for name, provider in relay.providers.items():
+        cap = provider.config.max_jobs
+        if cap is None:
+            continue
+        queued = await relay.store.list_jobs(status=JobStatus.QUEUED, provider=name, limit=cap)
+        if not queued:
+            continue
+        free = cap - await relay.store.count_jobs(name, ACTIVE)
+        for job in sorted(queued, key=lambda j: j.created_at)[: max(0, free)]:
+            try:
+                await send_to_provider(relay, provider, job)
+                sent += 1
+            except ProviderRateLimited:
+                break  # the provider is full after all: try on a later tick
+            except ProviderError as exc:
+                await _fail_queued(relay, job, exc)
+    return sent
+
+
+async def _fail_queued(relay: Relay, job: Job, exc: ProviderError) -> None:
+    from receiver.events import ErrorCode, ProviderUpdate, UpdateState
+    from receiver.ingest import record
+
+    update = ProviderUpdate(
+        provider_task_id=job.provider_task_id or job.id,
+        state=UpdateState.FAILED,
+        error_code=ErrorCode.PROVIDER_ERROR,
+        error_message=exc.message,
+    )
+    await record(relay, job.provider, update, job)

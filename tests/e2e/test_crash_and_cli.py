@@ -1,0 +1,185 @@
+"""The relay as a real process: crash safety under SIGKILL, and the CLI verbs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import httpx
+
+from simulators import create_simulator_app
+from tests.helpers.recorder import Recorder
+from tests.helpers.servers import free_port, serve_app
+from tests.helpers.stack import API_TOKEN, SECRET_KEY, stack_config
+
+
+def _env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'relay.db'}",
+        "RELAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "RELAY_SECRET_KEY": SECRET_KEY,
+        "RELAY_API_TOKEN": API_TOKEN,
+        "RELAY_CONFIG": str(tmp_path / "relay.toml"),
+        "RELAY_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+async def _wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                if (await client.get(base_url + "/readyz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("relay did not become ready")
+
+
+@asynccontextmanager
+async def relay_process(env: dict[str, str], port: int) -> AsyncIterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "receiver", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await _wait_ready(f"http://127.0.0.1:{port}", process)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=15)
+        if process.stderr:
+            process.stderr.close()
+
+
+async def test_sigkill_after_ack_still_delivers_after_restart(tmp_path: Path) -> None:
+    """A callback answered 200 survives SIGKILL of the server before any delivery: the
+    restarted relay delivers it."""
+    recorder = Recorder()
+    simulators = create_simulator_app()
+    port = free_port()
+    async with AsyncExitStack() as stack:
+        sim_url = await stack.enter_async_context(serve_app(simulators))
+        sink_url = await stack.enter_async_context(serve_app(recorder.app()))
+        (tmp_path / "relay.toml").write_text(
+            stack_config(sim_url, sink_url + "/hooks", tmp_path / "events.jsonl")
+            + '[[routes]]\nsinks = ["http"]\nevents = ["upscale.completed"]\n'
+        )
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        # external delivery mode: this process only ingests, so nothing is delivered yet
+        env = _env(tmp_path, port, RELAY_DELIVERY_MODE="external")
+        async with relay_process(env, port) as process, httpx.AsyncClient() as client:
+            submitted = await client.post(
+                f"http://127.0.0.1:{port}/v1/upscales",
+                json={"provider": "apiframe", "parent_id": "p-nocallback", "action": "U1"},
+                headers=headers,
+            )
+            assert submitted.status_code == 202, submitted.text
+            task = simulators.state.providers["apiframe"].state.book.get(
+                submitted.json()["provider_task_id"]
+            )
+            answer = await client.post(
+                task.callback_url,
+                json={"task_id": task.id, "image_url": task.image_url},
+                headers={"x-webhook-secret": task.extra["webhook_secret"]},
+            )
+            assert answer.status_code == 200
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            assert process.stderr is not None
+            logs = process.stderr.read().decode()
+        # one JSON line per request, and no credential in any of them
+        requests = [json.loads(line) for line in logs.splitlines() if '"http.request"' in line]
+        assert {r["path"] for r in requests} >= {"/v1/upscales", "/callbacks/apiframe/[redacted]"}
+        assert all(r["request_id"] for r in requests)
+        token = task.callback_url.rsplit("/", 1)[1]
+        for secret in (token, task.extra["webhook_secret"], API_TOKEN, SECRET_KEY):
+            assert secret not in logs
+        assert recorder.received == []
+        async with relay_process(_env(tmp_path, port), port):
+            [received] = await recorder.wait_for(1, timeout=15)
+        assert received.json["type"] == "upscale.completed"
+        assert received.json["data"]["provider_task_id"] == task.id
+
+
+def _relay(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "receiver", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_names_every_problem_without_traceback(tmp_path: Path) -> None:
+    """`relay check-config` lists all problems at once and exits 2; `serve` refuses the
+    same config with the same messages and no traceback."""
+    (tmp_path / "relay.toml").write_text(
+        """
+[providers.apiframe]
+base_url = "http://127.0.0.1:1"
+[sinks.team]
+type = "pigeon"
+[sinks.app]
+type = "http"
+url = "${UNSET_FOR_THIS_TEST}"
+[[routes]]
+sinks = ["ghost"]
+"""
+    )
+    env = _env(tmp_path, free_port())
+    env.pop("UNSET_FOR_THIS_TEST", None)
+    checked = _relay(env, "check-config")
+    assert checked.returncode == 2
+    for fragment in (
+        "providers.apiframe: api_key is required",
+        "unknown sink type 'pigeon'",
+        "${UNSET_FOR_THIS_TEST} is not set",
+        "names unknown sink 'ghost'",
+    ):
+        assert fragment in checked.stderr
+    served = _relay(env, "serve", "--port", "1")
+    assert served.returncode == 2
+    assert "unknown sink type 'pigeon'" in served.stderr
+    assert "Traceback" not in served.stderr + checked.stderr
+
+
+def test_missing_secrets_refuse_to_start(tmp_path: Path) -> None:
+    """Outside dev mode, no RELAY_SECRET_KEY / RELAY_API_TOKEN is a startup error."""
+    env = _env(tmp_path, free_port())
+    del env["RELAY_SECRET_KEY"], env["RELAY_API_TOKEN"]
+    result = _relay(env, "check-config")
+    assert result.returncode == 2
+    assert "RELAY_SECRET_KEY is not set" in result.stderr
+    assert "RELAY_API_TOKEN is not set" in result.stderr
+
+
+def test_migrate_and_empty_listings(tmp_path: Path) -> None:
+    """`relay migrate` is idempotent and the listing verbs run on a fresh store."""
+    (tmp_path / "relay.toml").write_text("")
+    env = _env(tmp_path, free_port())
+    first = _relay(env, "migrate")
+    second = _relay(env, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert '"schema_version"' in first.stdout
+    for verb in ("jobs", "deliveries"):
+        listed = _relay(env, verb)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout == ""
+    assert _relay(env, "replay").stdout.strip() == '{"replayed": 0}'
