@@ -54,6 +54,39 @@ Record = asyncpg.Record
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[Record]"
 
 
+# Insert the event; only if that inserted a row: its deliveries, the job moved forward
+# (status only from a lower rank; provider_task_id only if unset; a terminal status
+# ends polling) and a NOTIFY. PostgreSQL runs every data-modifying CTE exactly once.
+_INGEST = """
+WITH event AS (
+    INSERT INTO events (id, job_id, provider, provider_task_id, type, body, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), deliveries AS (
+    INSERT INTO deliveries
+        (id, event_id, job_id, sink, state, next_attempt_at, created_at, updated_at)
+    SELECT d.id, event.id, $2, d.sink, 'pending', $7, $7, $7
+    FROM event, unnest($8::text[], $9::text[]) AS d (id, sink)
+    ON CONFLICT DO NOTHING
+), job AS (
+    UPDATE jobs SET
+        provider_task_id = COALESCE(provider_task_id, $10),
+        status = CASE WHEN status = ANY($12::text[]) THEN $11 ELSE status END,
+        finished_at = CASE WHEN status = ANY($12::text[])
+            THEN COALESCE($13, finished_at) ELSE finished_at END,
+        next_poll_at = CASE WHEN status = ANY($12::text[]) AND $14
+            THEN NULL ELSE next_poll_at END,
+        poll_lease_until = CASE WHEN status = ANY($12::text[]) AND $14
+            THEN NULL ELSE poll_lease_until END
+    WHERE id = $2 AND EXISTS (SELECT 1 FROM event)
+), wake AS (
+    SELECT pg_notify($15, $16) FROM event WHERE $17
+)
+SELECT (SELECT count(*) FROM event) + 0 * (SELECT count(*) FROM wake)
+"""
+
+
 def _job(row: Record) -> Job:
     sinks = row["sinks"]
     return Job(
@@ -300,44 +333,34 @@ class PostgresStore:
     # -- events ------------------------------------------------------------------------
 
     async def ingest(self, record: Ingest) -> bool:
+        """One statement, so one round trip and one implicit transaction (see ``_INGEST``)."""
         event = record.event
         sinks = list(dict.fromkeys(record.sinks))
-        async with (await self._db()).acquire() as c, c.transaction():
-            inserted = await c.fetchval(
-                "INSERT INTO events"
-                " (id, job_id, provider, provider_task_id, type, body, created_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
-                event.id,
-                record.job_id,
-                event.data["provider"],
-                event.data["provider_task_id"],
-                event.type.value,
-                event.to_json(),
-                record.now,
-            )
-            if inserted is None:
-                return False
-            if sinks:
-                await c.execute(
-                    "INSERT INTO deliveries (id, event_id, job_id, sink, state, next_attempt_at,"
-                    " created_at, updated_at)"
-                    " SELECT d.id, $3, $4, d.sink, 'pending', $5, $5, $5"
-                    " FROM unnest($1::text[], $2::text[]) AS d (id, sink)"
-                    " ON CONFLICT DO NOTHING",
-                    [new_id("dlv") for _ in sinks],
-                    sinks,
-                    event.id,
-                    record.job_id,
-                    record.now,
-                )
-            if record.job_id is not None:
-                await _advance_job(c, record)
-            wake = bool(sinks) or record.job_status is not None
-            if wake:
-                await self._notify(c)
-        if wake:
+        status = record.job_status
+        wake = bool(sinks) or status is not None
+        inserted = await (await self._db()).fetchval(
+            _INGEST,
+            event.id,
+            record.job_id,
+            event.data["provider"],
+            event.data["provider_task_id"],
+            event.type.value,
+            event.to_json(),
+            record.now,
+            [new_id("dlv") for _ in sinks],
+            sinks,
+            record.provider_task_id,
+            status.value if status is not None else None,
+            [s.value for s in JobStatus if status is not None and s.rank < status.rank],
+            record.finished_at,
+            status is not None and status.terminal,
+            CHANNEL,
+            self.schema,
+            wake,
+        )
+        if inserted and wake:
             self._signal.notify()
-        return True
+        return bool(inserted)
 
     async def list_events(self, job_id: str) -> list[Event]:
         rows = await (await self._db()).fetch(
@@ -535,30 +558,3 @@ class PostgresStore:
     def _on_notification(self, connection: object, pid: int, channel: str, payload: object) -> None:
         if payload == self.schema:
             self._signal.notify()
-
-
-async def _advance_job(c: Connection, record: Ingest) -> None:
-    """Move the job forward per ``JobStatus.rank``; never back, never out of a terminal."""
-    if record.provider_task_id is not None:
-        await c.execute(
-            "UPDATE jobs SET provider_task_id = $1 WHERE id = $2 AND provider_task_id IS NULL",
-            record.provider_task_id,
-            record.job_id,
-        )
-    status = record.job_status
-    if status is None:
-        return
-    behind = [s.value for s in JobStatus if s.rank < status.rank]
-    if not behind:
-        return
-    await c.execute(
-        "UPDATE jobs SET status = $1, finished_at = COALESCE($2, finished_at),"
-        " next_poll_at = CASE WHEN $3 THEN NULL ELSE next_poll_at END,"
-        " poll_lease_until = CASE WHEN $3 THEN NULL ELSE poll_lease_until END"
-        " WHERE id = $4 AND status = ANY($5::text[])",
-        status.value,
-        record.finished_at,
-        status.terminal,
-        record.job_id,
-        behind,
-    )
