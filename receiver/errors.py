@@ -169,6 +169,8 @@ class DeliveryFailed(RelayError):
     ``status`` is the sink's HTTP status (None for a connection error or timeout);
     ``permanent`` forces dead-lettering (True) or retrying (False); None lets the
     retry policy classify by status. ``retry_after_s`` honours the sink's wish.
+    ``throttled`` means the sink held the event back itself (local pacing) and sent
+    nothing: the delivery goes back to the queue without using up an attempt.
     """
 
     code = "delivery_failed"
@@ -180,8 +182,10 @@ class DeliveryFailed(RelayError):
         status: int | None = None,
         permanent: bool | None = None,
         retry_after_s: float | None = None,
+        throttled: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.permanent = permanent
         self.retry_after_s = retry_after_s
+        self.throttled = throttled

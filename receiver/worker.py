@@ -7,6 +7,7 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 
 import structlog
@@ -211,6 +212,12 @@ class DeliveryWorker:
             await store.mark_delivered(delivery.id, status=200, now=now)
             self.relay.metrics.deliveries.labels(delivery.sink, "delivered").inc()
             bound.info("delivery.delivered", duration_ms=round(elapsed * 1000, 2))
+            return
+        if failure.throttled:
+            # held back by the sink's own pacing: nothing was sent, no attempt used
+            wait_s = failure.retry_after_s or BLOCKED_WAIT_S
+            await store.release(delivery.id, next_attempt_at=now + timedelta(seconds=wait_s))
+            bound.debug("delivery.throttled", retry_in_s=round(wait_s, 3))
             return
         verdict = classify(failure)
         if verdict is Verdict.RETRY:

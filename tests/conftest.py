@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers.s3_server import moto_server
 
 SHARED_FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -19,3 +22,10 @@ def load_fixture(provider: str, name: str) -> Any:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 API on 127.0.0.1 (buckets persist for the session: use unique names)."""
+    with moto_server() as url:
+        yield url

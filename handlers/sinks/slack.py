@@ -124,6 +124,7 @@ class SlackSink:
                 "Slack pacing: no send slot within the sink timeout",
                 permanent=False,
                 retry_after_s=self._bucket.next_slot_s(),
+                throttled=True,
             )
         if wait_s > 0:
             await asyncio.sleep(wait_s)

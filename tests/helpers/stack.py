@@ -79,9 +79,11 @@ def stack_config(
     events_path: Path,
     extra: str = "",
     provider_options: Mapping[str, str] | None = None,
+    http_sink_options: str = "",
 ) -> str:
     """Every simulated provider, an http sink (the recorder) and a file sink;
-    ``provider_options`` adds TOML lines inside a provider's table."""
+    ``provider_options`` adds TOML lines inside a provider's table,
+    ``http_sink_options`` inside the http sink's."""
     options = provider_options or {}
     providers = "\n".join(
         f'[providers.{name}]\napi_key = "{key}"\nbase_url = "{sim_url}/{name}"\n'
@@ -101,6 +103,7 @@ poll_tick_s = 0.05
 type = "http"
 url = "{sink_url}"
 secret = "{SINK_SECRET}"
+{http_sink_options}
 
 [sinks.file]
 type = "file"
@@ -119,6 +122,7 @@ async def running_stack(
     recorder: Recorder | None = None,
     port: int | None = None,
     provider_options: Mapping[str, str] | None = None,
+    http_sink_options: str = "",
 ) -> AsyncIterator[Stack]:
     """Start simulators, a recorder and the relay (SQLite in ``tmp_path``)."""
     recorder = recorder or Recorder()
@@ -137,7 +141,12 @@ async def running_stack(
                 **(env or {}),
             },
             config_text=stack_config(
-                sim_url, sink_url + "/hooks", events_path, extra_config, provider_options
+                sim_url,
+                sink_url + "/hooks",
+                events_path,
+                extra_config,
+                provider_options,
+                http_sink_options,
             ),
         )
         base_url = await stack.enter_async_context(serve_app(create_app(settings), port))

@@ -1,21 +1,13 @@
-"""Fixtures for the sink tests: moto's S3 API (once per session) and an image host."""
+"""Fixtures for the sink tests: an image host (moto's S3 API is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.helpers.image_server import ImageServer
-from tests.helpers.s3_server import moto_server
 from tests.helpers.servers import serve_app
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 API on 127.0.0.1 (buckets persist for the session: use unique names)."""
-    with moto_server() as url:
-        yield url
 
 
 @pytest.fixture
