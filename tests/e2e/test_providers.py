@@ -186,3 +186,59 @@ async def test_useapi_repeated_button_returns_the_existing_job(tmp_path: Path) -
         assert second["provider_task_id"] == first["provider_task_id"]
         assert second["job_id"] != first["job_id"]
         await stack.wait_job(second["job_id"], "completed")
+
+
+async def test_account_level_callbacks_need_an_account_secret(tmp_path: Path) -> None:
+    """Jobs started outside the relay call back to /callbacks/{provider}: Kie (HMAC) and
+    Apiframe (account secret) become events with the provider's task id and no job of
+    ours; without a verifiable account secret the callback is refused (401)."""
+    options = {
+        **ALL_FAST,
+        "kie": FAST_POLLING + f'webhook_hmac_key = "{KIE_KEY}"\n',
+        "apiframe": FAST_POLLING + 'account_webhook_secret = "acct-secret"\n',
+    }
+    async with running_stack(tmp_path, extra_config=ROUTE, provider_options=options) as stack:
+        stack.sim("kie").state.hmac_key = KIE_KEY
+        async with httpx.AsyncClient() as client:
+            kie = await client.post(
+                f"{stack.sim_url}/kie/api/v1/mj/generateUpscale",
+                json={
+                    "taskId": "outside",
+                    "imageIndex": 1,
+                    "callBackUrl": f"{stack.base_url}/callbacks/kie",
+                },
+                headers={"Authorization": "Bearer sim-kie-key"},
+            )
+            kie_task = kie.json()["data"]["taskId"]
+            apiframe = await client.post(
+                f"{stack.sim_url}/apiframe/upscale-1x",
+                json={
+                    "parent_task_id": "outside",
+                    "index": "2",
+                    "webhook_url": f"{stack.base_url}/callbacks/apiframe",
+                    "webhook_secret": "acct-secret",
+                },
+                headers={"Authorization": "sim-apiframe-key"},
+            )
+            apiframe_task = apiframe.json()["task_id"]
+            refused = await client.post(
+                f"{stack.base_url}/callbacks/imaginepro",
+                json={"messageId": "m", "status": "DONE", "uri": "https://i/x.png"},
+            )
+            assert refused.status_code == 401
+            wrong = await client.post(
+                f"{stack.base_url}/callbacks/apiframe",
+                json={"task_id": apiframe_task, "image_url": "https://evil/x.png"},
+                headers={"x-webhook-secret": "guess"},
+            )
+            assert wrong.status_code == 401
+        async with asyncio.timeout(10):
+            while len(stack.recorder.received) < 2:
+                await asyncio.sleep(0.02)
+        by_task = {r.json["data"]["provider_task_id"]: r.json for r in stack.recorder.received}
+        for provider, task_id in (("kie", kie_task), ("apiframe", apiframe_task)):
+            event = by_task[task_id]
+            assert event["type"] == "upscale.completed"
+            assert event["data"]["provider"] == provider
+            assert event["data"]["job_id"] is None
+            assert event["data"]["image_url"] == _sim_task(stack, provider, task_id).image_url
