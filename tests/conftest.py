@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import postgres
 from tests.helpers.s3_server import moto_server
 
 SHARED_FIXTURES = Path(__file__).parent / "fixtures"
@@ -29,3 +30,14 @@ def s3_endpoint() -> Iterator[str]:
     """moto's S3 API on 127.0.0.1 (buckets persist for the session: use unique names)."""
     with moto_server() as url:
         yield url
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """A banner when PostgreSQL tests were skipped for want of ``RELAY_TEST_PG``."""
+    if postgres.skipped:
+        terminalreporter.write_sep(
+            "!",
+            f"{len(postgres.skipped)} tests: {postgres.PG_SKIP_REASON}",
+            yellow=True,
+            bold=True,
+        )

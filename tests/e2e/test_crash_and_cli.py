@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
 
 from simulators import create_simulator_app
+from tests.helpers.processes import relay_process
 from tests.helpers.recorder import Recorder
 from tests.helpers.servers import free_port, serve_app
 from tests.helpers.stack import API_TOKEN, SECRET_KEY, stack_config
@@ -31,38 +30,6 @@ def _env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
         "RELAY_LOG_FORMAT": "json",
         **extra,
     }
-
-
-async def _wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(300):
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            try:
-                if (await client.get(base_url + "/readyz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("relay did not become ready")
-
-
-@asynccontextmanager
-async def relay_process(env: dict[str, str], port: int) -> AsyncIterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "receiver", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        await _wait_ready(f"http://127.0.0.1:{port}", process)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=15)
-        if process.stderr:
-            process.stderr.close()
 
 
 async def test_sigkill_after_ack_still_delivers_after_restart(tmp_path: Path) -> None:

@@ -7,55 +7,18 @@ PostgreSQL half is skipped, loudly, unless ``CI=true``: then it fails.
 
 from __future__ import annotations
 
-import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from receiver.store import Store
 from receiver.store.sqlite import SqliteStore
+from tests.helpers.postgres import PG_ENV, pg_dsn, pg_execute
 
-PG_ENV = "RELAY_TEST_PG"
-PG_SKIP_REASON = (
-    f"PostgreSQL store contract NOT TESTED: set {PG_ENV}=postgresql://postgres@127.0.0.1:5432/test"
-)
-_pg_skipped: list[str] = []
-
-
-def pg_dsn(environ: Mapping[str, str] = os.environ) -> str:
-    """The test server's DSN; skip (locally) or fail (CI) when it is not configured."""
-    dsn = environ.get(PG_ENV, "")
-    if dsn:
-        return dsn
-    if environ.get("CI") == "true":
-        pytest.fail(f"{PG_ENV} is unset under CI=true: the PostgreSQL store must be tested")
-    _pg_skipped.append(PG_SKIP_REASON)
-    pytest.skip(PG_SKIP_REASON)
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _pg_skipped:
-        terminalreporter.write_sep(
-            "!", f"{len(_pg_skipped)} tests: {PG_SKIP_REASON}", yellow=True, bold=True
-        )
-
-
-async def pg_execute(dsn: str, sql: str) -> None:
-    """Run one statement on a fresh connection; an unreachable server fails the test."""
-    import asyncpg
-
-    try:
-        connection = await asyncpg.connect(dsn, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at {PG_ENV} is unreachable: {exc!r}")
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
+__all__ = ["PG_ENV", "Backend", "pg_dsn", "pg_execute"]
 
 
 @dataclass
