@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +37,9 @@ async def pg_execute(dsn: str, sql: str, *args: Any) -> None:
     await pg_fetch(dsn, sql, *args)
 
 
-async def pg_fetch(dsn: str, sql: str, *args: Any, schema: str | None = None) -> list[Any]:
-    """The rows of one query on a fresh connection (``schema`` as its search path)."""
+@asynccontextmanager
+async def pg_connect(dsn: str, schema: str | None = None) -> AsyncIterator[Any]:
+    """An asyncpg connection (``schema`` as its search path); unreachable fails the test."""
     import asyncpg
 
     settings = {"search_path": schema} if schema else None
@@ -47,9 +48,15 @@ async def pg_fetch(dsn: str, sql: str, *args: Any, schema: str | None = None) ->
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL at {PG_ENV} is unreachable: {exc!r}")
     try:
-        return list(await connection.fetch(sql, *args))
+        yield connection
     finally:
         await connection.close()
+
+
+async def pg_fetch(dsn: str, sql: str, *args: Any, schema: str | None = None) -> list[Any]:
+    """The rows of one query on a fresh connection (``schema`` as its search path)."""
+    async with pg_connect(dsn, schema) as connection:
+        return list(await connection.fetch(sql, *args))
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,10 @@ class PgSchema:
         """``DATABASE_URL`` selecting this schema."""
         joiner = "&" if "?" in self.dsn else "?"
         return f"{self.dsn}{joiner}schema={self.schema}"
+
+    def connect(self) -> AbstractAsyncContextManager[Any]:
+        """An asyncpg connection inside this schema."""
+        return pg_connect(self.dsn, self.schema)
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         """Rows of ``sql`` run inside this schema."""
