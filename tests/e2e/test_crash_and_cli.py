@@ -183,3 +183,37 @@ def test_migrate_and_empty_listings(tmp_path: Path) -> None:
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout == ""
     assert _relay(env, "replay").stdout.strip() == '{"replayed": 0}'
+
+
+def test_demo_prints_the_event_arriving_at_both_sinks(tmp_path: Path) -> None:
+    """`relay demo` (what `make run` starts) submits an upscale through the simulator and
+    prints its upscale.completed event arriving at the http and the file sink."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("RELAY_") and k != "DATABASE_URL"
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "receiver", "demo", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("file sink:") or len(lines) > 50:
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        if process.stdout is not None:
+            process.stdout.close()
+    text = "".join(lines)
+    assert "http sink: upscale.completed evt_" in text, text
+    assert "(signature verified)" in text
+    assert "file sink: upscale.completed evt_" in text
+    event_id = text.split("http sink: upscale.completed ")[1].split()[0]
+    assert event_id in (tmp_path / ".relay-demo" / "events.jsonl").read_text()
