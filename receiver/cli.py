@@ -22,7 +22,13 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _settings() -> Settings:
-    return load_settings()
+    """Settings from the environment, with logging set up (to stderr, so a verb's
+    stdout stays machine-readable)."""
+    from receiver.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
 
 
 def _print_json(value: Any) -> None:
