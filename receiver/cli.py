@@ -178,6 +178,9 @@ async def _replay(ctx: Any) -> int:
         sink=args.sink,
         job_id=args.job,
     )
+    if args.id and await store.get_delivery(args.id) is None:
+        print(f"relay: no delivery {args.id!r}", file=sys.stderr)
+        return 1
     count = await store.replay(where, utcnow())
     print(json.dumps({"replayed": count}))
     return 0

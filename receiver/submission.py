@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,6 +18,7 @@ from handlers.providers.actions import normalise_action
 from receiver.errors import (
     BadRequest,
     ClientError,
+    Conflict,
     ProviderAtCapacity,
     ProviderError,
     ProviderRateLimited,
@@ -133,7 +136,7 @@ async def submit_upscale(
         job, idempotency_key=idempotency_key, request_hash=request.fingerprint()
     )
     if not created:
-        return job, False
+        return await _settled(relay, provider, job), False
     if provider.config.max_jobs is None:
         try:
             return await send_to_provider(relay, provider, job), True
@@ -154,6 +157,21 @@ async def submit_upscale(
         except (ProviderError, ClientError):
             await relay.store.delete_job(job.id)
             raise
+
+
+async def _settled(relay: Relay, provider: Provider, job: Job, wait_s: float = 10.0) -> Job:
+    """A replayed request for a job that a concurrent request is still submitting: wait
+    (briefly) for that submission, so both answers name the provider's task."""
+    if provider.config.max_jobs is not None:
+        return job  # capped providers queue on purpose
+    deadline = time.monotonic() + wait_s
+    while job.status is JobStatus.QUEUED and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        current = await relay.store.get_job(job.id)
+        if current is None:  # the first submission failed and was removed
+            raise Conflict("the first request with this Idempotency-Key failed; retry it")
+        job = current
+    return job
 
 
 async def _has_free_slot(relay: Relay, provider: Provider) -> bool:
