@@ -85,7 +85,10 @@ class ApiframeProvider:
         )
         response = await send(self._client, request, self.name)
         raise_for_status(response, self.name)
-        task_id = json_object(response, self.name).get("task_id")
+        answer = json_object(response, self.name)
+        if answer.get("errors"):  # the documented error body, even with HTTP 200
+            raise_for_status(response, self.name, status=400)
+        task_id = answer.get("task_id")
         if not isinstance(task_id, str) or not task_id:
             raise ProviderUnavailable(
                 "apiframe accepted the upscale but sent no task_id", provider=self.name

@@ -43,6 +43,7 @@ from handlers.providers.base import (
 )
 from receiver.errors import (
     PayloadError,
+    ProviderAtCapacity,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
@@ -103,7 +104,10 @@ class UseapiProvider:
         if response.status_code == 409:
             return SubmitResult(provider_task_id=self._existing_job(response), existing=True)
         if response.status_code == 429:
-            raise ProviderRateLimited(
+            # "Maximum of N jobs executing" (it lists executingJobs) means our plan's
+            # concurrency is full: the relay queues the job. Other 429s go to the client.
+            error = ProviderAtCapacity if _at_capacity(response) else ProviderRateLimited
+            raise error(
                 f"useapi is busy: {_error_body_text(response)}",
                 provider=self.name,
                 status=429,
@@ -174,6 +178,14 @@ def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _at_capacity(response: httpx.Response) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "executingJobs" in body
 
 
 def _error_body_text(response: httpx.Response) -> str:

@@ -150,3 +150,66 @@ def test_migrate_and_empty_listings(tmp_path: Path) -> None:
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout == ""
     assert _relay(env, "replay").stdout.strip() == '{"replayed": 0}'
+
+
+def test_demo_prints_the_event_arriving_at_both_sinks(tmp_path: Path) -> None:
+    """`relay demo` (what `make run` starts) submits an upscale through the simulator and
+    prints its upscale.completed event arriving at the http and the file sink."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("RELAY_") and k != "DATABASE_URL"
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "receiver", "demo", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("file sink:") or len(lines) > 50:
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        if process.stdout is not None:
+            process.stdout.close()
+    text = "".join(lines)
+    assert "http sink: upscale.completed evt_" in text, text
+    assert "(signature verified)" in text
+    assert "file sink: upscale.completed evt_" in text
+    event_id = text.split("http sink: upscale.completed ")[1].split()[0]
+    assert event_id in (tmp_path / ".relay-demo" / "events.jsonl").read_text()
+
+
+async def test_submit_verb_prints_only_json_on_stdout(tmp_path: Path) -> None:
+    """`relay submit` submits through the provider and prints the job as JSON alone on
+    stdout (logs go to stderr), so scripts can parse it."""
+    async with serve_app(create_simulator_app()) as sim_url:
+        (tmp_path / "relay.toml").write_text(
+            stack_config(sim_url, "http://127.0.0.1:9/hooks", tmp_path / "events.jsonl")
+        )
+        env = _env(tmp_path, free_port())
+        result = await asyncio.to_thread(
+            _relay,
+            env,
+            "submit",
+            "--provider",
+            "apiframe",
+            "--parent",
+            "grid",
+            "--action",
+            "Upscale (Subtle)",
+            "--ref",
+            "cli-1",
+        )
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    assert job["action"] == "upscale_subtle"
+    assert job["ref"] == "cli-1"
+    assert job["provider_task_id"]
+    assert "submit.accepted" in result.stderr
