@@ -64,20 +64,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return asyncio.run(_worker(settings, once=args.once, budget_s=args.budget))
 
 
-async def _worker(settings: Settings, *, once: bool, budget_s: float) -> int:
-    from receiver.poller import poll_due, run_poller
+async def work_once(settings: Settings, budget_s: float) -> int:
+    """What ``relay worker --once`` does (also the scheduled serverless function): submit
+    queued jobs, poll due ones, deliver what is due within ``budget_s``. Returns the
+    number of deliveries attempted."""
+    from receiver.poller import poll_due
     from receiver.runtime import Relay
     from receiver.submission import dispatch_queued
     from receiver.worker import DeliveryWorker
 
     async with Relay.open(settings) as relay:
+        await dispatch_queued(relay)
+        await poll_due(relay)
+        return await DeliveryWorker(relay).drain(budget_s)
+
+
+async def _worker(settings: Settings, *, once: bool, budget_s: float) -> int:
+    from receiver.poller import run_poller
+    from receiver.runtime import Relay
+    from receiver.worker import DeliveryWorker
+
+    if once:
+        print(json.dumps({"attempted": await work_once(settings, budget_s)}))
+        return 0
+    async with Relay.open(settings) as relay:
         worker = DeliveryWorker(relay)
-        if once:
-            await dispatch_queued(relay)
-            await poll_due(relay)
-            attempted = await worker.drain(budget_s)
-            print(json.dumps({"attempted": attempted}))
-            return 0
         poller = asyncio.create_task(run_poller(relay))
         try:
             await worker.run()
