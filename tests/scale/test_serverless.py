@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from receiver.errors import ConfigError
-from receiver.serverless import build_handler
+from receiver.serverless import build_handler, build_worker_handler
 from receiver.settings import Settings, load_settings
 from simulators import create_simulator_app
 from tests.helpers.postgres import pg_schema
@@ -170,9 +171,62 @@ async def test_http_api_callback_is_committed_and_delivered_inline(tmp_path: Pat
         assert len(await pg.fetch("SELECT 1 FROM events")) == 1
 
 
+SCHEDULED_EVENT = {
+    "version": "0",
+    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": "123456789012",
+    "time": "2026-11-23T18:00:00Z",
+    "region": "eu-west-1",
+    "resources": ["arn:aws:events:eu-west-1:123456789012:rule/relay-worker-every-minute"],
+    "detail": {},
+}
+
+
+@pytest.mark.postgres
+async def test_scheduled_worker_delivers_what_the_inline_budget_left(tmp_path: Path) -> None:
+    """With no inline budget left the callback is still committed and answered 200 but
+    not delivered; the scheduled function (``relay worker --once``) then delivers it."""
+    recorder = Recorder()
+    simulators = create_simulator_app()
+    async with pg_schema() as pg, AsyncExitStack() as stack:
+        sim_url = await stack.enter_async_context(serve_app(simulators))
+        sink_url = await stack.enter_async_context(serve_app(recorder.app()))
+        settings = dataclasses.replace(
+            inline_settings(pg.database_url, sim_url, sink_url, tmp_path), inline_budget_s=0.0
+        )
+        run = stack.enter_context(lambda_thread())
+        handler = await run(lambda: build_handler(settings))
+        submit = json.dumps({"provider": "apiframe", "parent_id": "p-nocallback", "action": "U1"})
+        auth = {"authorization": f"Bearer {API_TOKEN}"}
+        event = http_api_event("POST", "/v1/upscales", auth, submit.encode(), base64_body=False)
+        job = json.loads((await run(lambda: handler(event, CONTEXT)))["body"])
+        task = simulators.state.providers["apiframe"].state.book.get(job["provider_task_id"])
+        body = json.dumps({"task_id": task.id, "image_url": task.image_url}).encode()
+        secret = {"x-webhook-secret": task.extra["webhook_secret"]}
+        callback = http_api_event(
+            "POST", urlsplit(task.callback_url).path, secret, body, base64_body=True
+        )
+        answer = await run(lambda: handler(callback, CONTEXT))
+        assert answer["statusCode"] == 200, answer
+        event_id = json.loads(answer["body"])["event_id"]
+        assert recorder.received == []
+        pending = await pg.fetch("SELECT event_id, state FROM deliveries")
+        assert [tuple(row) for row in pending] == [(event_id, "pending")]
+
+        worker = build_worker_handler(settings)
+        assert await asyncio.to_thread(worker, SCHEDULED_EVENT, CONTEXT) == {"attempted": 1}
+        [received] = recorder.received
+        assert received.headers["webhook-id"] == event_id
+        delivered = await pg.fetch("SELECT state FROM deliveries")
+        assert [row["state"] for row in delivered] == ["delivered"]
+        assert await asyncio.to_thread(worker, SCHEDULED_EVENT, CONTEXT) == {"attempted": 0}
+
+
 def test_sqlite_and_other_modes_are_refused(tmp_path: Path) -> None:
     """``build_handler`` refuses SQLite (no disk outlives a function) and any delivery
-    mode but inline, naming the fix."""
+    mode but inline, naming the fix; the scheduled worker refuses SQLite too."""
     base = {"RELAY_SECRET_KEY": SECRET_KEY, "RELAY_API_TOKEN": API_TOKEN}
     sqlite_url = f"sqlite:///{tmp_path / 'relay.db'}"
     sqlite = load_settings(
@@ -188,4 +242,6 @@ def test_sqlite_and_other_modes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="RELAY_DELIVERY_MODE=inline") as refused:
         build_handler(external)
     assert len(refused.value.problems) == 1
+    with pytest.raises(ConfigError, match="networked store"):
+        build_worker_handler(sqlite)
     assert not (tmp_path / "relay.db").exists()
