@@ -132,6 +132,7 @@ class DeliveryWorker:
         not_ok = [n for n, c in self.circuits.items() if c.state is not CircuitState.OK]
         claim = self.relay.store.claim_due
         lease_s = self.relay.settings.lease_s
+        lease_ends = time.monotonic() + lease_s  # no later than the store's lease_until
         due = await claim(
             utcnow(), limit=room, lease_s=lease_s, owner=self.owner, exclude_sinks=not_ok
         )
@@ -144,7 +145,7 @@ class DeliveryWorker:
                 circuit.probe_in_flight = bool(probe)
                 due += probe
         for item in due:
-            task = asyncio.create_task(self._deliver(item))
+            task = asyncio.create_task(self._deliver(item, lease_ends))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         return len(due)
@@ -177,16 +178,16 @@ class DeliveryWorker:
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
 
-    async def _deliver(self, item: DueDelivery) -> None:
+    async def _deliver(self, item: DueDelivery, lease_ends: float) -> None:
         try:
-            await self._deliver_one(item)
+            await self._deliver_one(item, lease_ends)
         except asyncio.CancelledError:
             raise
         except Exception:
             # recording the outcome failed: the lease runs out and the delivery is retried
             log.exception("delivery.record_failed", delivery_id=item.delivery.id)
 
-    async def _deliver_one(self, item: DueDelivery) -> None:
+    async def _deliver_one(self, item: DueDelivery, lease_ends: float) -> None:
         delivery, event = item.delivery, item.event
         store = self.relay.store
         sink = self.relay.sinks.get(delivery.sink)
@@ -206,7 +207,18 @@ class DeliveryWorker:
             bound.warning("delivery.dead", reason="sink_not_configured")
             return
         circuit = self.circuits[delivery.sink]
-        async with self._semaphores[delivery.sink]:
+        slots = self._semaphores[delivery.sink]
+        waited = slots.locked()
+        async with slots:
+            # A claim may wait here for a free slot. After a wait, send only if the lease
+            # outlasts the send: once it runs out, the delivery can be claimed again (by
+            # any worker, this one included) and that claim sends it; sending it here too
+            # would deliver it twice. Left alone, it is re-claimed when the lease expires.
+            margin_s = min(sink.config.timeout_s, self.relay.settings.lease_s / 2)
+            if waited and time.monotonic() > lease_ends - margin_s:
+                circuit.probe_in_flight = False  # if this was the probe, it never went out
+                bound.info("delivery.lease_expired_waiting")
+                return
             if circuit.state is CircuitState.PAUSED:
                 # claimed before the circuit opened: put it back untried
                 await store.release(delivery.id, next_attempt_at=utcnow())
