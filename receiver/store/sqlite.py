@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -156,7 +157,7 @@ class SqliteStore:
         connection = sqlite3.connect(self.path, isolation_level=None)
         connection.row_factory = sqlite3.Row
         connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        connection.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(connection, self._busy_timeout_ms / 1000)
         connection.execute("PRAGMA synchronous = FULL")
         connection.execute("PRAGMA foreign_keys = ON")
         return connection
@@ -612,3 +613,18 @@ def _advance_job(c: sqlite3.Connection, record: Ingest) -> None:
             *behind,
         ),
     )
+
+
+def _enable_wal(connection: sqlite3.Connection, timeout_s: float) -> None:
+    """Switch to WAL. Two processes opening a fresh file at once can get "database is
+    locked" here without SQLite's busy handler being consulted, so retry for as long as
+    ``busy_timeout`` would have waited."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
