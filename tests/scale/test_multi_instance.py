@@ -214,6 +214,7 @@ async def test_two_webs_two_workers_flood_with_duplicates_and_a_killed_worker(
 
         halfway = asyncio.Event()
         killer = asyncio.create_task(kill_while_leasing(pg, victim, victim_owner, halfway))
+        stack.callback(killer.cancel)  # if the flood fails before the kill
 
         async def post(i: int, web: str, job: Seeded) -> dict[str, Any]:
             response = await clients[i].post(
