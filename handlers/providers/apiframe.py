@@ -24,13 +24,11 @@ from handlers.providers.base import (
     SubmitResult,
     SubmitSpec,
     failure_code,
-    json_object,
     optional_str,
     parse_progress,
-    raise_for_status,
+    request_json,
     require_object,
     require_str,
-    send,
     string_list,
 )
 from receiver.errors import PayloadError, ProviderUnavailable, Unauthorized, UnsupportedAction
@@ -80,12 +78,15 @@ class ApiframeProvider:
             body["webhook_url"] = spec.callback_url
         if spec.callback_secret:
             body["webhook_secret"] = spec.callback_secret
-        request = self._client.build_request(
-            "POST", self.config.base_url + path, json=body, headers=self._headers()
+        answer = await request_json(
+            self._client,
+            "POST",
+            self.config.base_url + path,
+            provider=self.name,
+            headers=self._headers(),
+            json=body,
         )
-        response = await send(self._client, request, self.name)
-        raise_for_status(response, self.name)
-        task_id = json_object(response, self.name).get("task_id")
+        task_id = answer.get("task_id")
         if not isinstance(task_id, str) or not task_id:
             raise ProviderUnavailable(
                 "apiframe accepted the upscale but sent no task_id", provider=self.name
@@ -109,15 +110,15 @@ class ApiframeProvider:
         return parse_task(payload)
 
     async def poll(self, task_id: str) -> ProviderUpdate:
-        request = self._client.build_request(
+        answer = await request_json(
+            self._client,
             "POST",
             self.config.base_url + "/fetch",
-            json={"task_id": task_id},
+            provider=self.name,
             headers=self._headers(),
+            json={"task_id": task_id},
         )
-        response = await send(self._client, request, self.name)
-        raise_for_status(response, self.name)
-        return parse_task(json_object(response, self.name))
+        return parse_task(answer)
 
 
 def _check_secret(headers: Mapping[str, str], expected: str) -> None:
