@@ -235,22 +235,9 @@ def parse_callback(payload: Any) -> ProviderUpdate:
     parent_id = _parent_id(data.get("promptJson"))
     if code == 200:
         urls = result_urls(data.get("resultUrls"), "data.resultUrls")
-        return ProviderUpdate(
-            provider_task_id=task_id,
-            state=UpdateState.COMPLETED,
-            progress=100,
-            image_url=urls[0],
-            image_urls=urls,
-            parent_id=parent_id,
-        )
+        return _completed(task_id, urls, parent_id)
     message = optional_str(body, "msg") or f"kie reported code {code}"
-    return ProviderUpdate(
-        provider_task_id=task_id,
-        state=UpdateState.FAILED,
-        error_code=failure_code(message),
-        error_message=message,
-        parent_id=parent_id,
-    )
+    return _failed(task_id, message, parent_id)
 
 
 def parse_record_info(payload: Any) -> ProviderUpdate:
@@ -275,14 +262,7 @@ def parse_record_info(payload: Any) -> ProviderUpdate:
                 raise PayloadError("data.resultInfoJson", "is not valid JSON") from exc
         info = require_object(info, "data.resultInfoJson")
         urls = result_urls(info.get("resultUrls"), "data.resultInfoJson.resultUrls")
-        return ProviderUpdate(
-            provider_task_id=task_id,
-            state=UpdateState.COMPLETED,
-            progress=100,
-            image_url=urls[0],
-            image_urls=urls,
-            parent_id=parent_id,
-        )
+        return _completed(task_id, urls, parent_id)
     error_code = data.get("errorCode")
     message = optional_str(data, "errorMessage") or (
         f"kie reported error code {error_code}"
@@ -291,6 +271,21 @@ def parse_record_info(payload: Any) -> ProviderUpdate:
         if flag == 3
         else "kie reported the task failed"
     )
+    return _failed(task_id, message, parent_id)
+
+
+def _completed(task_id: str, urls: tuple[str, ...], parent_id: str | None) -> ProviderUpdate:
+    return ProviderUpdate(
+        provider_task_id=task_id,
+        state=UpdateState.COMPLETED,
+        progress=100,
+        image_url=urls[0],
+        image_urls=urls,
+        parent_id=parent_id,
+    )
+
+
+def _failed(task_id: str, message: str, parent_id: str | None) -> ProviderUpdate:
     return ProviderUpdate(
         provider_task_id=task_id,
         state=UpdateState.FAILED,
