@@ -22,10 +22,10 @@ from simulators.base import (
     SimTask,
     TaskBook,
     authorised,
-    image_route,
     new_task_id,
     own_base_url,
     read_json_object,
+    simulator_app,
 )
 
 DEFAULT_KEY = "sim-apiframe-key"
@@ -136,15 +136,13 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
             return JSONResponse({"errors": [{"msg": "Task not found"}]}, status_code=404)
         return JSONResponse(task_body(task, "final" if task.finished else "progress"))
 
-    app = Starlette(
-        routes=[
+    return simulator_app(
+        [
             Route("/upscale-1x", upscale_1x, methods=["POST"]),
             Route("/upscale-alt", upscale_alt, methods=["POST"]),
             Route("/upscale-highres", upscale_highres, methods=["POST"]),
             Route("/fetch", fetch, methods=["POST"]),
-            image_route(),
-        ]
+        ],
+        book,
+        sender,
     )
-    app.state.book = book
-    app.state.sender = sender
-    return app

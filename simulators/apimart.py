@@ -42,9 +42,9 @@ from simulators.base import (
     SimTask,
     TaskBook,
     authorised,
-    image_route,
     own_base_url,
     parent_words,
+    simulator_app,
 )
 
 DEFAULT_KEY = "sim-apimart-key"
@@ -282,13 +282,11 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
             return _error(404, "task not found", "not_found")
         return JSONResponse(unified_body(task))
 
-    app = Starlette(
-        routes=[
+    return simulator_app(
+        [
             Route("/v1/midjourney/generations/upscale", upscale, methods=["POST"]),
             Route("/v1/midjourney/{task_id}", midjourney_task, methods=["GET"]),
             Route("/v1/tasks/{task_id}", unified_task, methods=["GET"]),
-            image_route(),
-        ]
+        ],
+        book,
     )
-    app.state.book = book
-    return app

@@ -35,9 +35,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 _WORD = re.compile(r"[A-Za-z]+\d*")
 
@@ -245,9 +246,17 @@ async def _image(request: Request) -> Response:
     return Response(png_bytes(request.path_params["name"]), media_type="image/png")
 
 
-def image_route() -> Route:
-    """``GET /images/{name}.png``: a PNG whose colour depends on ``name``."""
-    return Route("/images/{name}.png", _image, methods=["GET"], name="image")
+def simulator_app(
+    routes: list[BaseRoute], book: TaskBook, sender: CallbackSender | None = None
+) -> Starlette:
+    """A simulator's ASGI app: its ``routes`` plus ``GET /images/{name}.png`` (what
+    ``SimTask.image_url`` points at); ``app.state.book`` holds its tasks and
+    ``app.state.sender``, when it calls back, its callbacks."""
+    app = Starlette(routes=[*routes, Route("/images/{name}.png", _image, methods=["GET"])])
+    app.state.book = book
+    if sender is not None:
+        app.state.sender = sender
+    return app
 
 
 def png_bytes(seed: str, size: int = 16) -> bytes:

@@ -30,11 +30,11 @@ from simulators.base import (
     SimTask,
     TaskBook,
     authorised,
-    image_route,
     iso_now,
     new_task_id,
     own_base_url,
     parent_words,
+    simulator_app,
 )
 from simulators.buttons import ARROWS, GRID, buttons_after
 
@@ -171,16 +171,14 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
             return _error(404, "message not found", "Not Found")
         return JSONResponse(message_body(task, task.poll_phase(waiting="queued")))
 
-    app = Starlette(
-        routes=[
+    return simulator_app(
+        [
             Route("/api/v1/nova/button", button, methods=["POST"]),
             Route("/api/v1/nova/boost/button", button, methods=["POST"]),
             Route("/api/v1/midjourney/button", button, methods=["POST"]),
             Route("/api/v1/message/fetch/{message_id}", fetch, methods=["GET"]),
             Route("/api/v1/midjourney/message/{message_id}", fetch, methods=["GET"]),
-            image_route(),
-        ]
+        ],
+        book,
+        sender,
     )
-    app.state.book = book
-    app.state.sender = sender
-    return app

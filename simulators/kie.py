@@ -47,9 +47,9 @@ from simulators.base import (
     SimTask,
     TaskBook,
     authorised,
-    image_route,
     own_base_url,
     parent_words,
+    simulator_app,
 )
 
 DEFAULT_KEY = "sim-kie-key"
@@ -207,14 +207,13 @@ def create_app(api_key: str = DEFAULT_KEY, *, hmac_key: str | None = None) -> St
             return _answer(404, "Task not found")
         return _answer(200, "success", record_info(task))
 
-    app = Starlette(
-        routes=[
+    app = simulator_app(
+        [
             Route("/api/v1/mj/generateUpscale", generate_upscale, methods=["POST"]),
             Route("/api/v1/mj/record-info", get_record_info, methods=["GET"]),
-            image_route(),
-        ]
+        ],
+        book,
+        sender,
     )
-    app.state.book = book
-    app.state.sender = sender
     app.state.hmac_key = hmac_key
     return app

@@ -32,12 +32,12 @@ from simulators.base import (
     SimTask,
     TaskBook,
     authorised,
-    image_route,
     iso_now,
     new_task_id,
     own_base_url,
     parent_words,
     read_json_object,
+    simulator_app,
 )
 from simulators.buttons import ARROWS, GRID, buttons_after
 
@@ -268,14 +268,12 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
             return _error(404, f"Unable to locate job {job_id}")
         return JSONResponse(job_body(task, task.poll_phase(waiting="started")))
 
-    app = Starlette(
-        routes=[
+    return simulator_app(
+        [
             Route("/v2/jobs/button", button, methods=["POST"]),
             Route("/v2/jobs/", job, methods=["GET"]),
             Route("/v2/jobs", job, methods=["GET"]),
-            image_route(),
-        ]
+        ],
+        book,
+        sender,
     )
-    app.state.book = book
-    app.state.sender = sender
-    return app
