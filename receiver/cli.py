@@ -22,7 +22,13 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _settings() -> Settings:
-    return load_settings()
+    """Settings from the environment, with logging set up (to stderr, so a verb's
+    stdout stays machine-readable)."""
+    from receiver.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
 
 
 def _print_json(value: Any) -> None:
@@ -172,6 +178,9 @@ async def _replay(ctx: Any) -> int:
         sink=args.sink,
         job_id=args.job,
     )
+    if args.id and await store.get_delivery(args.id) is None:
+        print(f"relay: no delivery {args.id!r}", file=sys.stderr)
+        return 1
     count = await store.replay(where, utcnow())
     print(json.dumps({"replayed": count}))
     return 0

@@ -16,6 +16,7 @@
     │   ├── ProviderAuthFailed      502
     │   ├── ProviderInsufficientCredits 402
     │   ├── ProviderRateLimited     429 + Retry-After
+    │   │   └── ProviderAtCapacity  429 the account's concurrent-job limit is full
     │   └── ProviderUnavailable     502 / 504
     └── DeliveryFailed              a sink did not take an event (never reaches HTTP)
 
@@ -149,6 +150,11 @@ class ProviderRateLimited(ProviderError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class ProviderAtCapacity(ProviderRateLimited):
+    """The provider refused because the account's concurrent-job limit is reached
+    (useapi's "Maximum of N jobs executing"): the job can wait in our queue."""
 
 
 class ProviderUnavailable(ProviderError):

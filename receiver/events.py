@@ -146,6 +146,9 @@ class ProviderUpdate:
     correlation_id: str | None = None
 
 
+EXTERNAL_JOB_PREFIX = "ext"
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """An upscale we submitted (or, for account-level callbacks, one we only heard of)."""
@@ -165,6 +168,12 @@ class Job:
     finished_at: datetime | None = None
     next_poll_at: datetime | None = None
     deadline_at: datetime | None = None
+
+    @property
+    def external(self) -> bool:
+        """A job the relay only tracks (an account-level callback awaiting confirmation),
+        not one it submitted: its events carry no job of ours."""
+        return self.id.startswith(EXTERNAL_JOB_PREFIX + "_")
 
     def view(self, events: list[Event] | None = None) -> dict[str, Any]:
         """The job as `GET /v1/jobs/{id}` shows it (never the callback secret)."""
@@ -259,6 +268,8 @@ def build_event(
 ) -> Event:
     """Normalise a provider update (and the job it belongs to, if any) into an Event."""
     now = now or utcnow()
+    if job is not None and job.external:
+        job = None  # tracked only to confirm it: the event is not about a job of ours
     error: EventError | None = None
     if update.state is UpdateState.FAILED:
         error = {

@@ -7,15 +7,25 @@ caller answers 200 only after ``record`` has committed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
 
 import structlog
 
-from receiver.errors import BadRequest, Conflict, NotFound
-from receiver.events import STATUS_FOR_STATE, Job, ProviderUpdate, build_event, utcnow
+from receiver.errors import Conflict, NotFound
+from receiver.events import (
+    EXTERNAL_JOB_PREFIX,
+    STATUS_FOR_STATE,
+    CallbackMode,
+    Job,
+    JobStatus,
+    ProviderUpdate,
+    build_event,
+    new_id,
+    utcnow,
+)
+from receiver.jsonbody import decode_json
 from receiver.routing import route_event
 from receiver.runtime import Relay
 from receiver.store import Ingest
@@ -30,14 +40,6 @@ class Outcome:
     event_id: str | None
     duplicate: bool = False
     awaiting_confirmation: bool = False
-
-
-def decode_json(body: bytes) -> Any:
-    """The body as JSON, or ``BadRequest`` (400)."""
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest("body is not valid JSON") from exc
 
 
 def check_correlation(job: Job, update: ProviderUpdate) -> None:
@@ -125,7 +127,32 @@ async def accept_account_callback(
             job = candidate
     if job is not None:
         check_correlation(job, update)
+    elif update.state.terminal and provider.config.confirm_by_poll:
+        job = await _track_external(relay, provider_name, update)
     return await _commit(relay, provider_name, update, job)
+
+
+async def _track_external(relay: Relay, provider_name: str, update: ProviderUpdate) -> Job:
+    """Store a job for a task started elsewhere, so the poller can confirm it durably
+    (the callback is answered at once; its event comes from the confirming poll)."""
+    config = relay.provider(provider_name).config
+    now = utcnow()
+    job = Job(
+        id=new_id(EXTERNAL_JOB_PREFIX),
+        provider=provider_name,
+        parent_id=update.parent_id or "",
+        action="",
+        ref=None,
+        status=JobStatus.PROCESSING,
+        callback_mode=CallbackMode.WEBHOOK,
+        created_at=now,
+        provider_task_id=update.provider_task_id,
+        submitted_at=now,
+        next_poll_at=now,
+        deadline_at=now + timedelta(seconds=config.deadline_s),
+    )
+    created, _new = await relay.store.create_job(job)
+    return created
 
 
 async def _commit(
@@ -139,6 +166,4 @@ async def _commit(
             relay.poll_wakeup.set()
         log.info("callback.awaiting_confirmation", job_id=job.id, provider=provider_name)
         return Outcome(event_id=None, awaiting_confirmation=True)
-    if update.state.terminal and provider.config.confirm_by_poll and job is None:
-        update = await provider.poll(update.provider_task_id)
     return await record(relay, provider_name, update, job)

@@ -60,7 +60,8 @@ async def poll_job(relay: Relay, job: Job) -> None:
         return
     interval_s = provider.config.poll_interval_s
     if job.provider_task_id is None:
-        await relay.store.set_next_poll(job.id, now + timedelta(seconds=interval_s))
+        # still queued: nothing to ask the provider yet; look again at the deadline
+        await relay.store.set_next_poll(job.id, job.deadline_at)
         return
     try:
         update = await provider.poll(job.provider_task_id)

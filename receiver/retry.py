@@ -3,12 +3,15 @@ rules). The schedule is data in the store, so it survives restarts."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from receiver.errors import DeliveryFailed
+
+MAX_RETRY_AFTER_S = 86400.0  # a sink asking for longer gets a day
 
 
 class Verdict(StrEnum):
@@ -59,6 +62,6 @@ def next_attempt_at(
     base = schedule_s[attempts_made]
     spread = (rng or random).uniform(-jitter, jitter) if jitter else 0.0
     wait = max(0.0, base * (1 + spread))
-    if retry_after_s is not None:
-        wait = max(wait, retry_after_s)
+    if retry_after_s is not None and math.isfinite(retry_after_s):
+        wait = max(wait, min(retry_after_s, MAX_RETRY_AFTER_S))
     return now + timedelta(seconds=wait)

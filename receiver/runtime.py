@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 import structlog
@@ -34,6 +35,13 @@ class Relay:
     tokens: CallbackTokens
     metrics: Metrics = field(default_factory=Metrics)
     poll_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    submit_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    provider_not_before: dict[str, datetime] = field(default_factory=dict)
+
+    def submit_lock(self, provider: str) -> asyncio.Lock:
+        """Serialises count → submit → record for a provider with a concurrency cap, so
+        concurrent submissions cannot overshoot ``max_jobs`` (within this process)."""
+        return self.submit_locks.setdefault(provider, asyncio.Lock())
 
     def provider(self, name: str) -> Provider:
         """The configured provider called ``name``; ``NotFound`` otherwise."""

@@ -24,7 +24,7 @@ from receiver.routing import Route
 DEFAULT_RETRY_SCHEDULE_S: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 DEFAULT_CALLBACK_MAX_AGE_S = 7 * 24 * 3600
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class DeliveryMode(StrEnum):
@@ -95,11 +95,13 @@ def _interpolate(value: Any, env: Mapping[str, str], problems: list[str], where:
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in env:
-                problems.append(f"{where or 'config'}: ${{{name}}} is not set")
-                return ""
-            return env[name]
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:  # ${VAR:-default}
+                return default
+            problems.append(f"{where or 'config'}: ${{{name}}} is not set")
+            return ""
 
         return _VAR.sub(substitute, value)
     if isinstance(value, dict):
@@ -187,8 +189,9 @@ def _build(
             problems.append("RELAY_API_TOKEN is not set (run `relay demo` to see generated values)")
 
     port_text = env.get("PORT", "8000")
-    port = int(port_text) if port_text.isdigit() else 8000
-    if not port_text.isdigit():
+    port_ok = port_text.isascii() and port_text.isdigit()
+    port = int(port_text) if port_ok else 8000
+    if not port_ok:
         problems.append(f"PORT must be a number, not {port_text!r}")
 
     mode_text = env.get("RELAY_DELIVERY_MODE", DeliveryMode.INPROCESS.value)

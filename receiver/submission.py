@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,6 +18,8 @@ from handlers.providers.actions import normalise_action
 from receiver.errors import (
     BadRequest,
     ClientError,
+    Conflict,
+    ProviderAtCapacity,
     ProviderError,
     ProviderRateLimited,
     UnsupportedAction,
@@ -79,7 +83,12 @@ def parse_upscale_request(relay: Relay, body: Any) -> UpscaleRequest:
         raise UnknownProvider(
             f"provider {provider_name!r} is not configured", configured=sorted(relay.providers)
         )
-    action = normalise_action(body["action"])
+    try:
+        action = normalise_action(body["action"])
+    except BadRequest as exc:  # not an upscale at all (V1, Zoom Out 2x …)
+        raise UnsupportedAction(
+            provider_name, body["action"], list(provider.supported_actions())
+        ) from exc
     if action not in provider.supported_actions():
         raise UnsupportedAction(provider_name, action, list(provider.supported_actions()))
     if sinks is not None:
@@ -101,9 +110,14 @@ async def submit_upscale(
     relay: Relay, request: UpscaleRequest, idempotency_key: str | None = None
 ) -> tuple[Job, bool]:
     """Create the job and submit it (or queue it). Returns the job and whether it is
-    new; the same idempotency key and body return the first job without resubmitting."""
+    new; the same idempotency key and body return the first job without resubmitting.
+
+    Every job gets its deadline at creation, and a queued job's first "poll" is its
+    deadline: a job that never leaves the queue still ends, as ``timeout``.
+    """
     provider = relay.provider(request.provider)
     now = utcnow()
+    deadline = now + timedelta(seconds=provider.config.deadline_s)
     job = Job(
         id=new_id("job"),
         provider=request.provider,
@@ -115,28 +129,62 @@ async def submit_upscale(
         created_at=now,
         callback_secret=new_job_secret() if provider.mints_job_secret else None,
         sinks=request.sinks,
+        next_poll_at=deadline,
+        deadline_at=deadline,
     )
     job, created = await relay.store.create_job(
         job, idempotency_key=idempotency_key, request_hash=request.fingerprint()
     )
     if not created:
-        return job, False
-    cap = provider.config.max_jobs
-    if cap is not None and await relay.store.count_jobs(job.provider, ACTIVE) >= cap:
-        log.info("submit.queued", job_id=job.id, provider=job.provider, max_jobs=cap)
-        relay.metrics.submissions.labels(job.provider, "queued").inc()
-        return job, True
-    try:
-        return await send_to_provider(relay, provider, job), True
-    except ProviderRateLimited:
-        if cap is None:
+        return await _settled(relay, provider, job), False
+    if provider.config.max_jobs is None:
+        try:
+            return await send_to_provider(relay, provider, job), True
+        except (ProviderError, ClientError):
             await relay.store.delete_job(job.id)
             raise
-        log.info("submit.queued_after_429", job_id=job.id, provider=job.provider)
-        return job, True
-    except (ProviderError, ClientError):
-        await relay.store.delete_job(job.id)
-        raise
+    async with relay.submit_lock(job.provider):
+        if not await _has_free_slot(relay, provider):
+            log.info("submit.queued", job_id=job.id, provider=job.provider)
+            relay.metrics.submissions.labels(job.provider, "queued").inc()
+            return job, True
+        try:
+            return await send_to_provider(relay, provider, job), True
+        except ProviderAtCapacity as exc:
+            _back_off(relay, job.provider, exc.retry_after_s)
+            log.info("submit.queued_at_capacity", job_id=job.id, provider=job.provider)
+            return job, True
+        except (ProviderError, ClientError):
+            await relay.store.delete_job(job.id)
+            raise
+
+
+async def _settled(relay: Relay, provider: Provider, job: Job, wait_s: float = 10.0) -> Job:
+    """A replayed request for a job that a concurrent request is still submitting: wait
+    (briefly) for that submission, so both answers name the provider's task."""
+    if provider.config.max_jobs is not None:
+        return job  # capped providers queue on purpose
+    deadline = time.monotonic() + wait_s
+    while job.status is JobStatus.QUEUED and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        current = await relay.store.get_job(job.id)
+        if current is None:  # the first submission failed and was removed
+            raise Conflict("the first request with this Idempotency-Key failed; retry it")
+        job = current
+    return job
+
+
+async def _has_free_slot(relay: Relay, provider: Provider) -> bool:
+    """Below ``max_jobs`` and not backing off after the provider said it was full."""
+    not_before = relay.provider_not_before.get(provider.name)
+    if not_before is not None and utcnow() < not_before:
+        return False
+    cap = provider.config.max_jobs
+    return cap is None or await relay.store.count_jobs(provider.name, ACTIVE) < cap
+
+
+def _back_off(relay: Relay, provider: str, seconds: float) -> None:
+    relay.provider_not_before[provider] = utcnow() + timedelta(seconds=seconds)
 
 
 async def send_to_provider(relay: Relay, provider: Provider, job: Job) -> Job:
@@ -166,12 +214,13 @@ async def send_to_provider(relay: Relay, provider: Provider, job: Job) -> Job:
         first_poll = now + timedelta(seconds=min(FIRST_POLL_S, config.poll_interval_s))
     else:
         first_poll = now + timedelta(seconds=config.poll_after_s)
+    deadline = job.deadline_at or now + timedelta(seconds=config.deadline_s)
     updated = await relay.store.mark_submitted(
         job.id,
         provider_task_id=result.provider_task_id,
         submitted_at=now,
-        next_poll_at=first_poll,
-        deadline_at=now + timedelta(seconds=config.deadline_s),
+        next_poll_at=min(first_poll, deadline),
+        deadline_at=deadline,
     )
     relay.metrics.submissions.labels(job.provider, "existing" if result.existing else "ok").inc()
     log.info(
@@ -186,25 +235,32 @@ async def send_to_provider(relay: Relay, provider: Provider, job: Job) -> Job:
 
 
 async def dispatch_queued(relay: Relay) -> int:
-    """Submit queued jobs of capped providers while they have free slots; returns how
-    many went out. Runs in the poller loop, and whenever a job ends."""
+    """Submit queued jobs of capped providers, oldest first, while slots are free; returns
+    how many went out. Runs in the poller loop, and whenever a job ends."""
     sent = 0
     for name, provider in relay.providers.items():
-        cap = provider.config.max_jobs
-        if cap is None:
+        if provider.config.max_jobs is None:
+            # only capped providers queue; an uncapped job still "queued" is mid-submit
+            # (or its process died mid-submit, and its deadline will end it)
             continue
-        queued = await relay.store.list_jobs(status=JobStatus.QUEUED, provider=name, limit=cap)
+        queued = await relay.store.list_jobs(status=JobStatus.QUEUED, provider=name, limit=50)
         if not queued:
             continue
-        free = cap - await relay.store.count_jobs(name, ACTIVE)
-        for job in sorted(queued, key=lambda j: j.created_at)[: max(0, free)]:
-            try:
-                await send_to_provider(relay, provider, job)
-                sent += 1
-            except ProviderRateLimited:
-                break  # the provider is full after all: try on a later tick
-            except ProviderError as exc:
-                await _fail_queued(relay, job, exc)
+        async with relay.submit_lock(name):
+            for job in sorted(queued, key=lambda j: j.created_at):
+                if not await _has_free_slot(relay, provider):
+                    break
+                current = await relay.store.get_job(job.id)
+                if current is None or current.status is not JobStatus.QUEUED:
+                    continue  # submitted elsewhere meanwhile, or timed out
+                try:
+                    await send_to_provider(relay, provider, job)
+                    sent += 1
+                except ProviderRateLimited as exc:
+                    _back_off(relay, name, exc.retry_after_s)
+                    break  # the provider is full after all: try once its wait is over
+                except ProviderError as exc:
+                    await _fail_queued(relay, job, exc)
     return sent
 
 

@@ -20,6 +20,7 @@ from receiver.runtime import Relay
 log = structlog.get_logger("relay.worker")
 
 IDLE_WAIT_S = 1.0
+STORE_ERROR_BACKOFF_S = 1.0
 BLOCKED_WAIT_S = 0.25  # due work exists but is paused or leased elsewhere
 
 
@@ -101,10 +102,17 @@ class DeliveryWorker:
 
     async def _loop(self) -> None:
         while True:
-            claimed = await self._claim_and_start()
-            if claimed:
-                continue
-            await self.relay.store.wait_for_work(await self._idle_wait_s())
+            try:
+                claimed = await self._claim_and_start()
+                if not claimed:
+                    await self.relay.store.wait_for_work(await self._idle_wait_s())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # a store hiccup (locked SQLite file, PostgreSQL failover) must not end
+                # delivery for good: log, back off, try again
+                log.exception("worker.loop_failed")
+                await asyncio.sleep(STORE_ERROR_BACKOFF_S)
 
     async def _idle_wait_s(self) -> float:
         due = await self.relay.store.next_due_at()
@@ -170,6 +178,15 @@ class DeliveryWorker:
         await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _deliver(self, item: DueDelivery) -> None:
+        try:
+            await self._deliver_one(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # recording the outcome failed: the lease runs out and the delivery is retried
+            log.exception("delivery.record_failed", delivery_id=item.delivery.id)
+
+    async def _deliver_one(self, item: DueDelivery) -> None:
         delivery, event = item.delivery, item.event
         store = self.relay.store
         sink = self.relay.sinks.get(delivery.sink)

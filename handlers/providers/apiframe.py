@@ -24,8 +24,10 @@ from handlers.providers.base import (
     SubmitResult,
     SubmitSpec,
     failure_code,
+    json_or_empty,
     optional_str,
     parse_progress,
+    raise_for_status,
     request_json,
     require_object,
     require_str,
@@ -85,6 +87,7 @@ class ApiframeProvider:
             provider=self.name,
             headers=self._headers(),
             json=body,
+            check=_raise_for_errors_body,
         )
         task_id = answer.get("task_id")
         if not isinstance(task_id, str) or not task_id:
@@ -119,6 +122,12 @@ class ApiframeProvider:
             json={"task_id": task_id},
         )
         return parse_task(answer)
+
+
+def _raise_for_errors_body(response: httpx.Response) -> None:
+    """The documented error body (``{"errors": [{"msg"}]}``) is a 400, even with HTTP 200."""
+    if response.is_success and json_or_empty(response).get("errors"):
+        raise_for_status(response, ApiframeProvider.name, status=400)
 
 
 def _check_secret(headers: Mapping[str, str], expected: str) -> None:

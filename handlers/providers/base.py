@@ -164,13 +164,19 @@ async def request_json(
     return json_object(response, provider)
 
 
+MAX_RETRY_AFTER_S = 86400
+
+
 def retry_after_s(response: httpx.Response, default: int = 30) -> int:
     """The ``Retry-After`` header in whole seconds, or ``default``."""
     value = response.headers.get("retry-after", "")
     try:
-        return max(1, math.ceil(float(value)))
+        seconds = float(value)
     except ValueError:
         return default
+    if not math.isfinite(seconds):
+        return default
+    return max(1, min(MAX_RETRY_AFTER_S, math.ceil(seconds)))
 
 
 def error_text(response: httpx.Response) -> str:
@@ -311,8 +317,8 @@ def parse_progress(value: Any, field_name: str = "progress") -> int | None:
         number = float(value)
     else:
         raise PayloadError(field_name, "must be a number or a percentage")
-    if math.isnan(number):
-        raise PayloadError(field_name, "must be a number")
+    if not math.isfinite(number):
+        raise PayloadError(field_name, "must be a finite number")
     return max(0, min(100, round(number)))
 
 

@@ -46,7 +46,6 @@ from handlers.providers.base import (
     require_str,
 )
 from receiver.errors import (
-    BadRequest,
     PayloadError,
     ProviderError,
     ProviderRejected,
@@ -55,6 +54,7 @@ from receiver.errors import (
     UnsupportedAction,
 )
 from receiver.events import CallbackMode, ProviderUpdate, UpdateState
+from receiver.jsonbody import decode_json
 
 TIMESTAMP_HEADER = "x-webhook-timestamp"
 SIGNATURE_HEADER = "x-webhook-signature"
@@ -177,10 +177,7 @@ class KieProvider:
             raise Unauthorized("X-Webhook-Timestamp must be integer unix seconds")
         if abs(self.now() - int(timestamp)) > HMAC_WINDOW_S:
             raise Unauthorized(f"X-Webhook-Timestamp is outside the ±{HMAC_WINDOW_S} s window")
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest("the callback body is not JSON") from exc
+        payload = decode_json(body)
         message = f"{callback_task_id(require_object(payload))}.{timestamp}".encode()
         given = signature.encode()
         if not any(hmac.compare_digest(given, _sign(key, message)) for key in keys):

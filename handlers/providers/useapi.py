@@ -45,6 +45,7 @@ from handlers.providers.base import (
 )
 from receiver.errors import (
     PayloadError,
+    ProviderAtCapacity,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
@@ -104,7 +105,11 @@ class UseapiProvider:
         response = await send(self._client, request, self.name)
         if response.status_code == 409:
             return SubmitResult(provider_task_id=self._existing_job(response), existing=True)
-        _raise_if_busy(response)
+        if response.status_code == 429:
+            # "Maximum of N jobs executing" (it lists executingJobs) means our plan's
+            # concurrency is full: the relay queues the job. Other 429s go to the client.
+            error = ProviderAtCapacity if _at_capacity(response) else ProviderRateLimited
+            raise _busy(response, error)
         if response.status_code == 422:
             raise ProviderRejected(
                 f"useapi moderated the request: {_error_body_text(response)}",
@@ -159,20 +164,29 @@ class UseapiProvider:
 
 
 def _raise_if_busy(response: httpx.Response) -> None:
-    """A 429 (maxJobs reached, or Discord's own) with useapi's 10-30 s wait."""
+    """A 429 on a poll is ``ProviderRateLimited``."""
     if response.status_code == 429:
-        raise ProviderRateLimited(
-            f"useapi is busy: {_error_body_text(response)}",
-            provider=UseapiProvider.name,
-            status=429,
-            retry_after_s=_retry_after(response),
-        )
+        raise _busy(response, ProviderRateLimited)
+
+
+def _busy(response: httpx.Response, error: type[ProviderRateLimited]) -> ProviderRateLimited:
+    """useapi's 429 as ``error``, with useapi's 10-30 s wait."""
+    return error(
+        f"useapi is busy: {_error_body_text(response)}",
+        provider=UseapiProvider.name,
+        status=429,
+        retry_after_s=_retry_after(response),
+    )
 
 
 def _error_and_details(body: Mapping[str, Any]) -> str:
     """``error`` and ``errorDetails`` of a useapi body, joined (empty when neither)."""
     parts = [optional_str(body, "error"), optional_str(body, "errorDetails")]
     return ": ".join(part for part in parts if part)
+
+
+def _at_capacity(response: httpx.Response) -> bool:
+    return "executingJobs" in json_or_empty(response)
 
 
 def _error_body_text(response: httpx.Response) -> str:

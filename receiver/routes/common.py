@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from receiver.errors import BadRequest, PayloadTooLarge, Unauthorized
+from receiver.jsonbody import decode_json
 from receiver.runtime import Relay
 
 
@@ -48,10 +48,7 @@ async def read_json(request: Request) -> Any:
     body = await read_body(request, relay_of(request).settings.max_body_bytes)
     if not body:
         raise BadRequest("body is empty; send JSON")
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest("body is not valid JSON") from exc
+    return decode_json(body)
 
 
 def json_response(body: Any, status_code: int = 200) -> JSONResponse:
@@ -62,6 +59,6 @@ def query_int(request: Request, name: str, default: int, maximum: int) -> int:
     text = request.query_params.get(name)
     if text is None:
         return default
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise BadRequest(f"{name!r} must be a positive integer", field=name)
     return max(1, min(maximum, int(text)))

@@ -8,7 +8,14 @@ from starlette.routing import Route
 
 from receiver.errors import BadRequest, NotFound
 from receiver.events import DeliveryState, utcnow
-from receiver.routes.common import json_response, query_int, read_json, relay_of, require_api_token
+from receiver.jsonbody import decode_json
+from receiver.routes.common import (
+    json_response,
+    query_int,
+    read_body,
+    relay_of,
+    require_api_token,
+)
 from receiver.store import DeliveryFilter
 
 
@@ -51,9 +58,13 @@ async def retry_one(request: Request) -> Response:
 async def retry_many(request: Request) -> Response:
     """Replay every delivery matching ``{"state"?, "sink"?, "job_id"?}`` (default: dead)."""
     require_api_token(request)
-    body = await read_json(request) if int(request.headers.get("content-length") or 0) else {}
+    raw = await read_body(request, relay_of(request).settings.max_body_bytes)
+    body = decode_json(raw) if raw.strip() else {}
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
+    for name in ("state", "sink", "job_id"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise BadRequest(f"{name!r} must be a string", field=name)
     where = DeliveryFilter(
         state=_state(body.get("state")) or DeliveryState.DEAD,
         sink=body.get("sink"),

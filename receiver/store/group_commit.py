@@ -133,7 +133,9 @@ class GroupCommitter:
             connection.execute("COMMIT")
         except BaseException as exc:
             if connection.in_transaction:
-                connection.execute("ROLLBACK")
+                # a failing ROLLBACK must not kill the writer thread (every caller would hang)
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
             outcomes = [_Outcome(job, error=exc) for job in batch]
         self.stats.batches += 1
         self.stats.operations += len(batch)

@@ -217,3 +217,32 @@ def test_demo_prints_the_event_arriving_at_both_sinks(tmp_path: Path) -> None:
     assert "file sink: upscale.completed evt_" in text
     event_id = text.split("http sink: upscale.completed ")[1].split()[0]
     assert event_id in (tmp_path / ".relay-demo" / "events.jsonl").read_text()
+
+
+async def test_submit_verb_prints_only_json_on_stdout(tmp_path: Path) -> None:
+    """`relay submit` submits through the provider and prints the job as JSON alone on
+    stdout (logs go to stderr), so scripts can parse it."""
+    async with serve_app(create_simulator_app()) as sim_url:
+        (tmp_path / "relay.toml").write_text(
+            stack_config(sim_url, "http://127.0.0.1:9/hooks", tmp_path / "events.jsonl")
+        )
+        env = _env(tmp_path, free_port())
+        result = await asyncio.to_thread(
+            _relay,
+            env,
+            "submit",
+            "--provider",
+            "apiframe",
+            "--parent",
+            "grid",
+            "--action",
+            "Upscale (Subtle)",
+            "--ref",
+            "cli-1",
+        )
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    assert job["action"] == "upscale_subtle"
+    assert job["ref"] == "cli-1"
+    assert job["provider_task_id"]
+    assert "submit.accepted" in result.stderr

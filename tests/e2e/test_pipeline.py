@@ -213,7 +213,8 @@ async def test_gone_sink_is_dead_at_once_and_replay_redelivers(tmp_path: Path) -
             422,
             "unsupported_action",
         ),
-        ({"provider": "apiframe", "parent_id": "p", "action": "V1"}, 400, "bad_request"),
+        ({"provider": "apiframe", "parent_id": "p", "action": "V1"}, 422, "unsupported_action"),
+        ({"provider": "apiframe", "parent_id": "p", "action": 7}, 400, "bad_request"),
         ({"provider": "nobody", "parent_id": "p", "action": "U1"}, 422, "unknown_provider"),
         ({"provider": "apiframe", "action": "U1"}, 400, "bad_request"),
         (
@@ -265,3 +266,56 @@ async def test_api_requires_bearer_token(tmp_path: Path) -> None:
         assert (await anon.get("/readyz")).status_code == 200
         metrics = await anon.get("/metrics")
         assert "relay_callbacks_total" in metrics.text
+
+
+MALFORMED_BODIES = [
+    b"[" * 50_000,
+    b'{"task_id": ' + b"9" * 5000 + b"}",
+    b'{"task_id": "\\ud800", "image_url": "https://x/y.png"}',
+    b"\xff\xfe not utf-8",
+    b'{"task_id": "t", "status": "processing", "percentage": "inf"}',
+    b'{"task_id": "t", "status": "processing", "percentage": 1e400}',
+    b"null",
+    b"[1, 2]",
+    b'"just a string"',
+]
+
+
+async def test_malformed_input_is_400_never_500(tmp_path: Path) -> None:
+    """Deep nesting, giant integers, lone surrogates, bad UTF-8, infinite percentages and
+    non-object JSON are 400 on callbacks and on the API; odd query values are 400 too."""
+    async with running_stack(tmp_path) as stack:
+        job = await stack.submit(provider="apiframe", parent_id="m-nocallback", action="U1")
+        task = _task_for(stack, job)
+        headers = {"x-webhook-secret": task.extra["webhook_secret"]}
+        async with httpx.AsyncClient() as client:
+            for body in MALFORMED_BODIES:
+                answer = await client.post(task.callback_url, content=body, headers=headers)
+                assert answer.status_code == 400, (body[:40], answer.text)
+                submit = await stack.api.post("/v1/upscales", content=body)
+                assert submit.status_code == 400, (body[:40], submit.text)
+        for path in ("/v1/jobs?limit=\u00b2", "/v1/deliveries?limit=x", "/v1/jobs?status=nope"):
+            assert (await stack.api.get(path)).status_code == 400
+        for body_json in ({"sink": ["a"]}, {"job_id": {"x": 1}}, {"state": "nope"}, [1]):
+            answer = await stack.api.post("/v1/deliveries/retry", json=body_json)
+            assert answer.status_code == 400, answer.text
+        assert (await stack.job(job["job_id"]))["status"] == "submitted"
+
+
+async def test_bulk_replay_honours_a_chunked_filter(tmp_path: Path) -> None:
+    """POST /v1/deliveries/retry reads its filter even without Content-Length (chunked)."""
+    async with running_stack(tmp_path, extra_config=HTTP_COMPLETED) as stack:
+        stack.recorder.answer([410, 410])
+        await stack.submit(provider="apiframe", parent_id="g1", action="U1")
+        await stack.submit(provider="apiframe", parent_id="g2", action="U2")
+        await stack.wait_deliveries(2, state="dead")
+
+        async def chunks() -> Any:
+            yield b'{"sink": "nosuch"}'
+
+        answer = await stack.api.post("/v1/deliveries/retry", content=chunks())
+        assert answer.status_code == 202
+        assert answer.json() == {"replayed": 0}
+        answer = await stack.api.post("/v1/deliveries/retry", json={"sink": "http"})
+        assert answer.json() == {"replayed": 2}
+        await stack.wait_deliveries(2, state="delivered")

@@ -164,17 +164,21 @@ async def test_kie_hmac_and_confirmation_by_record_info(tmp_path: Path) -> None:
 
 
 async def test_useapi_never_exceeds_max_jobs_and_all_complete(tmp_path: Path) -> None:
-    """Five submissions with max_jobs = 3: never more than 3 running at the simulator,
-    the extra jobs wait as queued, and all five complete."""
+    """Six submissions at once with max_jobs = 3: never more than 3 running at the
+    simulator (it never even had to refuse one), the rest wait as queued, all complete."""
     options = {"useapi": FAST_POLLING + "max_jobs = 3\n"}
     async with running_stack(tmp_path, extra_config=ROUTE, provider_options=options) as stack:
-        jobs = [
-            await stack.submit(provider="useapi", parent_id=f"p{i}-slow400", action="U1")
-            for i in range(5)
-        ]
-        assert [j["status"] for j in jobs].count("queued") == 2
+        jobs = await asyncio.gather(
+            *(
+                stack.submit(provider="useapi", parent_id=f"p{i}-slow400", action="U1")
+                for i in range(6)
+            )
+        )
+        assert [j["status"] for j in jobs].count("queued") == 3
         await _events_for(stack, {j["job_id"] for j in jobs})
-        assert stack.sim("useapi").state.book.peak_running <= 3
+        book = stack.sim("useapi").state.book
+        assert book.peak_running <= 3
+        assert book.refused == 0
 
 
 async def test_useapi_repeated_button_returns_the_existing_job(tmp_path: Path) -> None:

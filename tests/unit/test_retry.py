@@ -61,3 +61,11 @@ def test_retry_after_is_a_floor() -> None:
     """A sink's Retry-After is honoured when longer than the schedule's wait."""
     when = next_attempt_at(NOW, 1, (0, 1), jitter=0, retry_after_s=30)
     assert when == NOW + timedelta(seconds=30)
+
+
+def test_absurd_retry_after_is_capped_or_ignored() -> None:
+    """An infinite Retry-After is ignored and a huge one waits at most a day."""
+    assert next_attempt_at(NOW, 1, (0, 1), jitter=0, retry_after_s=float("inf")) == NOW + timedelta(
+        seconds=1
+    )
+    assert next_attempt_at(NOW, 1, (0, 1), jitter=0, retry_after_s=1e20) == NOW + timedelta(days=1)

@@ -106,3 +106,11 @@ def test_invalid_toml_is_a_problem_not_a_crash() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(ENV, config_text="[sinks\n")
     assert "not valid TOML" in caught.value.problems[0]
+
+
+def test_default_values_in_interpolation() -> None:
+    """${VAR:-default} falls back when VAR is unset (an optional endpoint, say)."""
+    text = '[sinks.a]\ntype = "file"\npath = "${EVENTS_PATH:-/tmp/events.jsonl}"\n'
+    assert load_settings(ENV, config_text=text).sinks["a"].options["path"] == "/tmp/events.jsonl"
+    env = {**ENV, "EVENTS_PATH": "/data/e.jsonl"}
+    assert load_settings(env, config_text=text).sinks["a"].options["path"] == "/data/e.jsonl"

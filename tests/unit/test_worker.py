@@ -1,0 +1,74 @@
+"""The delivery worker keeps going through store errors and sink crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from receiver.events import (
+    CallbackMode,
+    DueDelivery,
+    Job,
+    JobStatus,
+    ProviderUpdate,
+    UpdateState,
+    build_event,
+    utcnow,
+)
+from receiver.runtime import Relay
+from receiver.settings import load_settings
+from receiver.store import Ingest
+from receiver.store.sqlite import SqliteStore
+from receiver.worker import DeliveryWorker
+
+
+class FlakyStore(SqliteStore):
+    """A real SQLite store whose first two claims fail like a locked database."""
+
+    failures = 2
+
+    async def claim_due(self, now: datetime, **kwargs: Any) -> list[DueDelivery]:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("database is locked")
+        return await super().claim_due(now, **kwargs)
+
+
+async def test_worker_survives_store_errors_and_delivers(tmp_path: Path) -> None:
+    """Two failing claims are logged and retried; the event is then delivered."""
+    events_path = tmp_path / "events.jsonl"
+    settings = load_settings(
+        {"RELAY_SECRET_KEY": "k", "RELAY_API_TOKEN": "t"},
+        config_text=f'[sinks.file]\ntype = "file"\npath = "{events_path}"\n',
+    )
+    store = FlakyStore.from_url(f"sqlite:///{tmp_path / 'relay.db'}")
+    async with Relay.open(settings, store=store) as relay:
+        job = Job(
+            id="job_1",
+            provider="apiframe",
+            parent_id="p",
+            action="U1",
+            ref=None,
+            status=JobStatus.SUBMITTED,
+            callback_mode=CallbackMode.WEBHOOK,
+            created_at=utcnow(),
+        )
+        await relay.store.create_job(job)
+        event = build_event(
+            "apiframe", ProviderUpdate("t", UpdateState.COMPLETED, image_url="https://i"), job
+        )
+        await relay.store.ingest(Ingest(event, job.id, JobStatus.COMPLETED, ["file"], utcnow()))
+        worker = DeliveryWorker(relay)
+        running = asyncio.create_task(worker.run())
+        try:
+            async with asyncio.timeout(10):
+                while not events_path.exists():
+                    await asyncio.sleep(0.05)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        assert store.failures == 0
+        assert json.loads(events_path.read_text())["id"] == event.id
