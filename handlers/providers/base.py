@@ -268,9 +268,11 @@ def json_or_empty(response: httpx.Response) -> dict[str, Any]:
 
 
 def body_error_code(body: Mapping[str, Any]) -> int | None:
-    """The body's ``code`` when it is an integer outside 2xx: an error reported in the
+    """The body's ``code`` when it is an integer (or digits) outside 2xx: an error in the
     body, possibly inside an HTTP 200 (Kie's and APIMart's envelopes); else None."""
     code = body.get("code")
+    if isinstance(code, str) and code.strip().isascii() and code.strip().isdigit():
+        code = int(code.strip())  # "402" as well as 402
     if isinstance(code, int) and not isinstance(code, bool) and not 200 <= code < 300:
         return code
     return None

@@ -144,7 +144,10 @@ def _check_button_answer(response: httpx.Response) -> None:
     answer = json_or_empty(response)
     success = answer.get("success")
     error = answer.get("error")
-    if success is False or success == "FAIL" or (isinstance(error, str) and error):
+    refused = success is False or (
+        isinstance(success, str) and success.strip().lower() in ("false", "fail", "failed")
+    )
+    if refused or (isinstance(error, str) and error):
         text = error if isinstance(error, str) and error else "success is false"
         raise ProviderRejected(
             f"imaginepro rejected the request: {text[:200]}",
