@@ -21,9 +21,11 @@ from simulators.base import (
     Knobs,
     SimTask,
     TaskBook,
+    authorised,
     new_task_id,
     own_base_url,
-    png_bytes,
+    read_json_object,
+    simulator_app,
 )
 
 DEFAULT_KEY = "sim-apiframe-key"
@@ -58,17 +60,8 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         return {"x-webhook-secret": secret} if secret else {}
 
     sender = CallbackSender(callback_headers)
-
-    def authorised(request: Request) -> bool:
-        given = request.headers.get("authorization", "")
-        return given in (api_key, f"Bearer {api_key}")
-
-    async def read_body(request: Request) -> dict[str, Any] | None:
-        try:
-            body = await request.json()
-        except ValueError:
-            return None
-        return body if isinstance(body, dict) else None
+    #: the raw key, or ``Bearer <key>`` as the 2025 SDK sends it
+    keys = (api_key, f"Bearer {api_key}")
 
     async def submit(request: Request, task_type: str, body: dict[str, Any]) -> Response:
         parent = body.get("parent_task_id")
@@ -101,9 +94,9 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         return JSONResponse({"task_id": task.id})
 
     async def upscale_1x(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, *keys):
             return JSONResponse({}, status_code=401)
-        body = await read_body(request)
+        body = await read_json_object(request)
         if body is None:
             return _bad_request()
         index = body.get("index")
@@ -112,9 +105,9 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         return await submit(request, f"upscale#{index}", body)
 
     async def upscale_alt(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, *keys):
             return JSONResponse({}, status_code=401)
-        body = await read_body(request)
+        body = await read_json_object(request)
         if body is None:
             return _bad_request()
         if body.get("type") not in ("subtle", "creative"):
@@ -122,9 +115,9 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         return await submit(request, f"upscale-{body['type']}", body)
 
     async def upscale_highres(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, *keys):
             return JSONResponse({}, status_code=401)
-        body = await read_body(request)
+        body = await read_json_object(request)
         if body is None:
             return _bad_request()
         if body.get("type") not in ("2x", "4x"):
@@ -132,9 +125,9 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         return await submit(request, "upscale-highres", body)
 
     async def fetch(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, *keys):
             return JSONResponse({}, status_code=401)
-        body = await read_body(request)
+        body = await read_json_object(request)
         task_id = body.get("task_id") if body else None
         if not isinstance(task_id, str):
             return _bad_request("task_id is required")
@@ -143,18 +136,13 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
             return JSONResponse({"errors": [{"msg": "Task not found"}]}, status_code=404)
         return JSONResponse(task_body(task, "final" if task.finished else "progress"))
 
-    async def image(request: Request) -> Response:
-        return Response(png_bytes(request.path_params["task_id"]), media_type="image/png")
-
-    app = Starlette(
-        routes=[
+    return simulator_app(
+        [
             Route("/upscale-1x", upscale_1x, methods=["POST"]),
             Route("/upscale-alt", upscale_alt, methods=["POST"]),
             Route("/upscale-highres", upscale_highres, methods=["POST"]),
             Route("/fetch", fetch, methods=["POST"]),
-            Route("/images/{task_id}.png", image, methods=["GET"]),
-        ]
+        ],
+        book,
+        sender,
     )
-    app.state.book = book
-    app.state.sender = sender
-    return app

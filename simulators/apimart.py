@@ -37,7 +37,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.base import Knobs, SimTask, TaskBook, own_base_url, parent_words, png_bytes
+from simulators.base import (
+    Knobs,
+    SimTask,
+    TaskBook,
+    authorised,
+    own_base_url,
+    parent_words,
+    simulator_app,
+)
 
 DEFAULT_KEY = "sim-apimart-key"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -181,8 +189,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
     """The simulator as an ASGI app; ``app.state.book`` holds its tasks."""
     book = TaskBook()
 
-    def authorised(request: Request) -> bool:
-        return request.headers.get("authorization", "") == f"Bearer {api_key}"
+    bearer = f"Bearer {api_key}"
 
     def find_or_seed(task_id: str, request: Request) -> SimTask | None:
         """A known task, or an imagine task seeded for an unseen id."""
@@ -209,7 +216,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         )
 
     async def upscale(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, bearer):
             return _error(401, "Invalid API key", "authentication_error")
         try:
             body = await request.json()
@@ -260,7 +267,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         return JSONResponse({"code": 200, "data": [{"status": "submitted", "task_id": task.id}]})
 
     async def midjourney_task(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, bearer):
             return _error(401, "Invalid API key", "authentication_error")
         task = find_or_seed(request.path_params["task_id"], request)
         if task is None:
@@ -268,23 +275,18 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         return JSONResponse(mj_body(task))
 
     async def unified_task(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, bearer):
             return _error(401, "Invalid API key", "authentication_error")
         task = book.get(request.path_params["task_id"])
         if task is None:
             return _error(404, "task not found", "not_found")
         return JSONResponse(unified_body(task))
 
-    async def image(request: Request) -> Response:
-        return Response(png_bytes(request.path_params["name"]), media_type="image/png")
-
-    app = Starlette(
-        routes=[
+    return simulator_app(
+        [
             Route("/v1/midjourney/generations/upscale", upscale, methods=["POST"]),
             Route("/v1/midjourney/{task_id}", midjourney_task, methods=["GET"]),
             Route("/v1/tasks/{task_id}", unified_task, methods=["GET"]),
-            Route("/images/{name}.png", image, methods=["GET"]),
-        ]
+        ],
+        book,
     )
-    app.state.book = book
-    return app

@@ -1,5 +1,6 @@
 """What every provider simulator shares: per-task knobs, a task book that advances
-with time, a callback sender, and real PNG images to point results at.
+with time, a callback sender, real PNG images to point results at, and the small
+request helpers (API key check, JSON body, image route).
 
 Knobs are chosen per task through the *parent id* you submit, as dash- or
 underscore-separated words (``grid-fail``, ``abc_nocallback_delay2000``):
@@ -21,6 +22,7 @@ underscore-separated words (``grid-fail``, ``abc_nocallback_delay2000``):
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import re
 import struct
@@ -29,10 +31,14 @@ import uuid
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 _WORD = re.compile(r"[A-Za-z]+\d*")
 
@@ -47,6 +53,27 @@ def own_base_url(request: Request) -> str:
     """The simulator's own URL root, mount prefix included (``http://host:port/kie``):
     ``request.base_url`` is the top-level app's root, which misses the mount."""
     return str(request.url.replace(path=request.scope.get("root_path", ""), query="")).rstrip("/")
+
+
+def authorised(request: Request, *accepted: str) -> bool:
+    """True when the ``Authorization`` header is one of ``accepted`` (``Bearer <key>``
+    …), compared in constant time."""
+    given = request.headers.get("authorization", "").encode()
+    return any(hmac.compare_digest(given, value.encode()) for value in accepted)
+
+
+async def read_json_object(request: Request) -> dict[str, Any] | None:
+    """The request body as a JSON object, or None when it is not JSON or not an object."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def iso_now() -> str:
+    """The current UTC time as ISO 8601 with milliseconds and a ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +153,13 @@ class SimTask:
     def image_url(self) -> str:
         return f"{self.image_base}/images/{self.id}.png"
 
+    def poll_phase(self, waiting: str) -> str:
+        """The phase a poll shows: ``final`` once finished, ``progress`` once started
+        (or stuck running), else ``waiting`` (the provider's word for not started)."""
+        if self.finished:
+            return "final"
+        return "progress" if self.progress > 0 or self.knobs.stuck else waiting
+
 
 class TaskBook:
     """The tasks one simulator knows, by id."""
@@ -154,8 +188,10 @@ class CallbackSender:
     """Posts a task's callbacks in the background: progress, then the final body,
     bent by the task's knobs. Tracks its tasks so a server can drain them."""
 
-    def __init__(self, headers_for: Callable[[SimTask, bytes], Mapping[str, str]]) -> None:
-        self._headers_for = headers_for
+    def __init__(
+        self, headers_for: Callable[[SimTask, bytes], Mapping[str, str]] | None = None
+    ) -> None:
+        self._headers_for = headers_for or (lambda task, body: {})
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent: list[tuple[str, int | None]] = []
 
@@ -204,6 +240,23 @@ class CallbackSender:
     async def drain(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def _image(request: Request) -> Response:
+    return Response(png_bytes(request.path_params["name"]), media_type="image/png")
+
+
+def simulator_app(
+    routes: list[BaseRoute], book: TaskBook, sender: CallbackSender | None = None
+) -> Starlette:
+    """A simulator's ASGI app: its ``routes`` plus ``GET /images/{name}.png`` (what
+    ``SimTask.image_url`` points at); ``app.state.book`` holds its tasks and
+    ``app.state.sender``, when it calls back, its callbacks."""
+    app = Starlette(routes=[*routes, Route("/images/{name}.png", _image, methods=["GET"])])
+    app.state.book = book
+    if sender is not None:
+        app.state.sender = sender
+    return app
 
 
 def png_bytes(seed: str, size: int = 16) -> bytes:

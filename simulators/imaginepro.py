@@ -17,9 +17,6 @@ parent id containing the word ``notfound`` is an unknown message (404).
 
 from __future__ import annotations
 
-import hmac
-import re
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,7 +24,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.base import CallbackSender, Knobs, SimTask, TaskBook, new_task_id, png_bytes
+from simulators.base import (
+    CallbackSender,
+    Knobs,
+    SimTask,
+    TaskBook,
+    authorised,
+    iso_now,
+    new_task_id,
+    own_base_url,
+    parent_words,
+    simulator_app,
+)
 from simulators.buttons import ARROWS, GRID, buttons_after
 
 DEFAULT_KEY = "sim-imaginepro-key"
@@ -53,22 +61,12 @@ LABELS: frozenset[str] = frozenset(
     }
 )
 
-_WORD = re.compile(r"[A-Za-z]+\d*")
 PROMPT = "A little cat running on the grass"
 _FAILURES = {
     "failed": "Job failed: Midjourney returned an error",
     "moderated": "Request cancelled due to image filters: banned prompt (moderation)",
     "cancelled": "Job cancelled",
 }
-
-
-def _prefix_url(request: Request) -> str:
-    """This simulator's own root URL, mount prefix included (``/images`` lives under it)."""
-    return f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _error(status: int, message: str, error: str) -> JSONResponse:
@@ -84,7 +82,7 @@ def message_body(task: SimTask, phase: str) -> dict[str, Any]:
         "messageId": task.id,
         "prompt": PROMPT,
         "createdAt": task.extra["created_at"],
-        "updatedAt": _now(),
+        "updatedAt": iso_now(),
         "originatingMessageId": task.parent_id,
         "ref": task.extra["ref"],
     }
@@ -108,15 +106,11 @@ def message_body(task: SimTask, phase: str) -> dict[str, Any]:
 def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
     """The simulator as an ASGI app; ``app.state.book`` holds its tasks."""
     book = TaskBook()
-    sender = CallbackSender(lambda task, body: {})
-    expected = f"Bearer {api_key}".encode()
-
-    def authorised(request: Request) -> bool:
-        given = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(given, expected)
+    sender = CallbackSender()
+    bearer = f"Bearer {api_key}"
 
     async def button(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, bearer):
             return _error(401, "Unauthorized", "Unauthorized")
         try:
             body = await request.json()
@@ -141,7 +135,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         parent, label = body["messageId"], body["button"]
         if label not in LABELS:
             return _error(400, f"button must be one of: {', '.join(sorted(LABELS))}", "Bad Request")
-        if "notfound" in {word.lower() for word in _WORD.findall(parent)}:
+        if "notfound" in parent_words(parent):
             return _error(404, f"message {parent} not found", "Not Found")
         knobs = Knobs.from_parent(parent)
         if knobs.rate_limit:
@@ -159,9 +153,9 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
                 parent_id=parent,
                 action=label,
                 knobs=knobs,
-                image_base=_prefix_url(request),
+                image_base=own_base_url(request),
                 callback_url=body.get("webhookOverride"),
-                extra={"ref": body.get("ref") or "", "created_at": _now()},
+                extra={"ref": body.get("ref") or "", "created_at": iso_now()},
             )
         )
         sender.start(task, message_body)
@@ -170,29 +164,21 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         )
 
     async def fetch(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, bearer):
             return _error(401, "Unauthorized", "Unauthorized")
         task = book.get(request.path_params["message_id"])
         if task is None:
             return _error(404, "message not found", "Not Found")
-        if task.finished:
-            return JSONResponse(message_body(task, "final"))
-        started = task.progress > 0 or task.knobs.stuck
-        return JSONResponse(message_body(task, "progress" if started else "queued"))
+        return JSONResponse(message_body(task, task.poll_phase(waiting="queued")))
 
-    async def image(request: Request) -> Response:
-        return Response(png_bytes(request.path_params["task_id"]), media_type="image/png")
-
-    app = Starlette(
-        routes=[
+    return simulator_app(
+        [
             Route("/api/v1/nova/button", button, methods=["POST"]),
             Route("/api/v1/nova/boost/button", button, methods=["POST"]),
             Route("/api/v1/midjourney/button", button, methods=["POST"]),
             Route("/api/v1/message/fetch/{message_id}", fetch, methods=["GET"]),
             Route("/api/v1/midjourney/message/{message_id}", fetch, methods=["GET"]),
-            Route("/images/{task_id}.png", image, methods=["GET"], name="image"),
-        ]
+        ],
+        book,
+        sender,
     )
-    app.state.book = book
-    app.state.sender = sender
-    return app

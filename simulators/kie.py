@@ -46,9 +46,10 @@ from simulators.base import (
     Knobs,
     SimTask,
     TaskBook,
+    authorised,
     own_base_url,
     parent_words,
-    png_bytes,
+    simulator_app,
 )
 
 DEFAULT_KEY = "sim-kie-key"
@@ -145,11 +146,10 @@ def create_app(api_key: str = DEFAULT_KEY, *, hmac_key: str | None = None) -> St
 
     sender = CallbackSender(callback_headers)
 
-    def authorised(request: Request) -> bool:
-        return request.headers.get("authorization", "") == f"Bearer {api_key}"
+    bearer = f"Bearer {api_key}"
 
     async def generate_upscale(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, bearer):
             return _answer(401, "You do not have access permissions")
         try:
             body = await request.json()
@@ -197,7 +197,7 @@ def create_app(api_key: str = DEFAULT_KEY, *, hmac_key: str | None = None) -> St
         return _answer(200, "success", {"taskId": task.id})
 
     async def get_record_info(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, bearer):
             return _answer(401, "You do not have access permissions")
         task_id = request.query_params.get("taskId", "")
         if not task_id:
@@ -207,17 +207,13 @@ def create_app(api_key: str = DEFAULT_KEY, *, hmac_key: str | None = None) -> St
             return _answer(404, "Task not found")
         return _answer(200, "success", record_info(task))
 
-    async def image(request: Request) -> Response:
-        return Response(png_bytes(request.path_params["name"]), media_type="image/png")
-
-    app = Starlette(
-        routes=[
+    app = simulator_app(
+        [
             Route("/api/v1/mj/generateUpscale", generate_upscale, methods=["POST"]),
             Route("/api/v1/mj/record-info", get_record_info, methods=["GET"]),
-            Route("/images/{name}.png", image, methods=["GET"]),
-        ]
+        ],
+        book,
+        sender,
     )
-    app.state.book = book
-    app.state.sender = sender
     app.state.hmac_key = hmac_key
     return app

@@ -18,10 +18,7 @@ words in the parent id select the other documented answers: ``notfound`` (404),
 
 from __future__ import annotations
 
-import hmac
 import json
-import re
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -29,7 +26,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.base import CallbackSender, Knobs, SimTask, TaskBook, new_task_id, png_bytes
+from simulators.base import (
+    CallbackSender,
+    Knobs,
+    SimTask,
+    TaskBook,
+    authorised,
+    iso_now,
+    new_task_id,
+    own_base_url,
+    parent_words,
+    read_json_object,
+    simulator_app,
+)
 from simulators.buttons import ARROWS, GRID, buttons_after
 
 DEFAULT_KEY = "sim-useapi-key"
@@ -64,7 +73,6 @@ LABELS: frozenset[str] = frozenset(
 )
 U_BUTTONS = frozenset({"U1", "U2", "U3", "U4"})
 
-_WORD = re.compile(r"[A-Za-z]+\d*")
 PROMPT = "a cat"
 MODERATED_DETAILS = (
     "Sorry! Our AI moderators feel your prompt might be against our community standards."
@@ -86,15 +94,6 @@ class UseapiBook(TaskBook):
         self.refused = 0
 
 
-def _prefix_url(request: Request) -> str:
-    """This simulator's own root URL, mount prefix included (``/images`` lives under it)."""
-    return f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _error(http_status: int, error: str, /, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": error, **extra, "code": http_status}, status_code=http_status)
 
@@ -107,7 +106,7 @@ def job_body(task: SimTask, phase: str) -> dict[str, Any]:
         "jobid": task.id,
         "verb": "button",
         "created": task.extra["created"],
-        "updated": _now(),
+        "updated": iso_now(),
         "button": task.action,
         "parentJobId": task.parent_id,
         "channel": "sim-channel",
@@ -172,32 +171,25 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
     """The simulator as an ASGI app; ``app.state.book`` holds its jobs and the peak of
     jobs running at once (``book.peak_running``)."""
     book = UseapiBook()
-    sender = CallbackSender(lambda task, body: {})
+    sender = CallbackSender()
     #: (parent jobid, U-button) -> the job that ran it
     pressed: dict[tuple[str, str], str] = {}
-    expected = f"Bearer {api_key}".encode()
-
-    def authorised(request: Request) -> bool:
-        given = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(given, expected)
+    bearer = f"Bearer {api_key}"
 
     def running() -> list[str]:
         return [task.id for task in book.tasks.values() if not task.finished]
 
     async def button(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, bearer):
             return _error(401, "Unauthorized")
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
+        body = await read_json_object(request)
+        if body is None:
             return _error(400, "jobid is missing")
         problem = _validate(body)
         if problem:
             return _error(400, problem)
         parent, label = body["jobid"], body["button"]
-        words = {word.lower() for word in _WORD.findall(parent)}
+        words = parent_words(parent)
         if "nosub" in words:
             return _error(402, "Account has no subscription or subscription expired")
         known_parent = book.get(parent)
@@ -250,12 +242,12 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
                 parent_id=parent,
                 action=label,
                 knobs=knobs,
-                image_base=_prefix_url(request),
+                image_base=own_base_url(request),
                 callback_url=body.get("replyUrl"),
                 extra={
                     "reply_ref": body.get("replyRef"),
                     "max_jobs": max_jobs,
-                    "created": _now(),
+                    "created": iso_now(),
                 },
             )
         )
@@ -266,7 +258,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         return JSONResponse(job_body(task, "started"))
 
     async def job(request: Request) -> Response:
-        if not authorised(request):
+        if not authorised(request, bearer):
             return _error(401, "Unauthorized")
         job_id = request.query_params.get("jobid")
         if not job_id:
@@ -274,22 +266,14 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         task = book.get(job_id)
         if task is None:
             return _error(404, f"Unable to locate job {job_id}")
-        if task.finished:
-            return JSONResponse(job_body(task, "final"))
-        started = task.progress > 0 or task.knobs.stuck
-        return JSONResponse(job_body(task, "progress" if started else "started"))
+        return JSONResponse(job_body(task, task.poll_phase(waiting="started")))
 
-    async def image(request: Request) -> Response:
-        return Response(png_bytes(request.path_params["task_id"]), media_type="image/png")
-
-    app = Starlette(
-        routes=[
+    return simulator_app(
+        [
             Route("/v2/jobs/button", button, methods=["POST"]),
             Route("/v2/jobs/", job, methods=["GET"]),
             Route("/v2/jobs", job, methods=["GET"]),
-            Route("/images/{task_id}.png", image, methods=["GET"], name="image"),
-        ]
+        ],
+        book,
+        sender,
     )
-    app.state.book = book
-    app.state.sender = sender
-    return app

@@ -24,13 +24,13 @@ from handlers.providers.base import (
     SubmitResult,
     SubmitSpec,
     failure_code,
-    json_object,
+    json_or_empty,
     optional_str,
     parse_progress,
     raise_for_status,
+    request_json,
     require_object,
     require_str,
-    send,
     string_list,
 )
 from receiver.errors import PayloadError, ProviderUnavailable, Unauthorized, UnsupportedAction
@@ -80,14 +80,15 @@ class ApiframeProvider:
             body["webhook_url"] = spec.callback_url
         if spec.callback_secret:
             body["webhook_secret"] = spec.callback_secret
-        request = self._client.build_request(
-            "POST", self.config.base_url + path, json=body, headers=self._headers()
+        answer = await request_json(
+            self._client,
+            "POST",
+            self.config.base_url + path,
+            provider=self.name,
+            headers=self._headers(),
+            json=body,
+            check=_raise_for_errors_body,
         )
-        response = await send(self._client, request, self.name)
-        raise_for_status(response, self.name)
-        answer = json_object(response, self.name)
-        if answer.get("errors"):  # the documented error body, even with HTTP 200
-            raise_for_status(response, self.name, status=400)
         task_id = answer.get("task_id")
         if not isinstance(task_id, str) or not task_id:
             raise ProviderUnavailable(
@@ -112,15 +113,21 @@ class ApiframeProvider:
         return parse_task(payload)
 
     async def poll(self, task_id: str) -> ProviderUpdate:
-        request = self._client.build_request(
+        answer = await request_json(
+            self._client,
             "POST",
             self.config.base_url + "/fetch",
-            json={"task_id": task_id},
+            provider=self.name,
             headers=self._headers(),
+            json={"task_id": task_id},
         )
-        response = await send(self._client, request, self.name)
-        raise_for_status(response, self.name)
-        return parse_task(json_object(response, self.name))
+        return parse_task(answer)
+
+
+def _raise_for_errors_body(response: httpx.Response) -> None:
+    """The documented error body (``{"errors": [{"msg"}]}``) is a 400, even with HTTP 200."""
+    if response.is_success and json_or_empty(response).get("errors"):
+        raise_for_status(response, ApiframeProvider.name, status=400)
 
 
 def _check_secret(headers: Mapping[str, str], expected: str) -> None:

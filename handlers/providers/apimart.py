@@ -25,14 +25,15 @@ from handlers.providers.base import (
     ProviderConfig,
     SubmitResult,
     SubmitSpec,
+    body_error_code,
     failure_code,
-    json_object,
+    json_or_empty,
     optional_str,
     parse_progress,
     raise_for_status,
+    request_json,
     require_object,
     require_str,
-    send,
     string_list,
 )
 from receiver.errors import (
@@ -105,23 +106,15 @@ class ApimartProvider:
         raise error
 
     async def _call(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
-        request = self._client.build_request(
+        return await request_json(
+            self._client,
             method,
             self.config.base_url + path,
-            json=json,
+            provider=self.name,
             headers={"Authorization": f"Bearer {self.config.api_key}"},
+            json=json,
+            check=_check_answer,
         )
-        response = await send(self._client, request, self.name)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        message = _error_message(body) if isinstance(body, dict) else None
-        raise_for_status(response, self.name, message=message)
-        code = body.get("code") if isinstance(body, dict) else None
-        if isinstance(code, int) and not isinstance(code, bool) and not 200 <= code < 300:
-            raise_for_status(response, self.name, status=code, message=message)
-        return json_object(response, self.name)
 
     def verify_callback(
         self, headers: Mapping[str, str], body: bytes, job_secret: str | None
@@ -133,6 +126,17 @@ class ApimartProvider:
 
     def parse_callback(self, payload: Any) -> ProviderUpdate:
         return parse_task(payload)
+
+
+def _check_answer(response: httpx.Response) -> None:
+    """The HTTP status, then a ``code`` outside 2xx in the body (the unified shape's
+    envelope), mapped with the error body's own text."""
+    body = json_or_empty(response)
+    message = _error_message(body)
+    raise_for_status(response, "apimart", message=message)
+    code = body_error_code(body)
+    if code is not None:
+        raise_for_status(response, "apimart", status=code, message=message)
 
 
 def _error_message(body: Mapping[str, Any]) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -137,6 +137,33 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, provider: str)
         ) from exc
 
 
+async def request_json(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    headers: Mapping[str, str],
+    json: Any = None,
+    params: Mapping[str, str] | None = None,
+    check: Callable[[httpx.Response], None] | None = None,
+) -> dict[str, Any]:
+    """Send one request to a provider and return its answer's JSON object.
+
+    Transport failures and error statuses become ``ProviderError``s (``send``,
+    ``raise_for_status``), a body that is not a JSON object ``ProviderUnavailable``.
+    ``check`` sees every answer first, for providers whose answers say more than their
+    status (Kie's body ``code``, ImaginePro's error texts): it raises its own error or
+    returns to let the common mapping run.
+    """
+    request = client.build_request(method, url, json=json, params=params, headers=headers)
+    response = await send(client, request, provider)
+    if check is not None:
+        check(response)
+    raise_for_status(response, provider)
+    return json_object(response, provider)
+
+
 MAX_RETRY_AFTER_S = 86400
 
 
@@ -231,6 +258,26 @@ def json_object(response: httpx.Response, provider: str) -> dict[str, Any]:
     return body
 
 
+def json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    """The body as a JSON object, or ``{}`` when it is not one (for reading error bodies)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def body_error_code(body: Mapping[str, Any]) -> int | None:
+    """The body's ``code`` when it is an integer (or digits) outside 2xx: an error in the
+    body, possibly inside an HTTP 200 (Kie's and APIMart's envelopes); else None."""
+    code = body.get("code")
+    if isinstance(code, str) and code.strip().isascii() and code.strip().isdigit():
+        code = int(code.strip())  # "402" as well as 402
+    if isinstance(code, int) and not isinstance(code, bool) and not 200 <= code < 300:
+        return code
+    return None
+
+
 def require_object(payload: Any, field_name: str = "body") -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise PayloadError(field_name, "must be a JSON object")
@@ -289,8 +336,9 @@ def string_list(value: Any, field_name: str) -> tuple[str, ...]:
 _MODERATION_WORDS = ("moderat", "banned", "nsfw", "sensitive", "prohibited")
 
 
-def failure_code(message: str | None) -> ErrorCode:
+def failure_code(message: str | None, words: tuple[str, ...] = _MODERATION_WORDS) -> ErrorCode:
     """``MODERATED`` when a provider's failure text reads like a content-moderation
-    refusal (``banned prompt``, ``moderation``, ``sensitive``), else ``FAILED``."""
+    refusal (contains one of ``words``: ``banned prompt``, ``moderation``, ``sensitive``
+    …), else ``FAILED``."""
     lowered = (message or "").lower()
-    return ErrorCode.MODERATED if any(w in lowered for w in _MODERATION_WORDS) else ErrorCode.FAILED
+    return ErrorCode.MODERATED if any(w in lowered for w in words) else ErrorCode.FAILED

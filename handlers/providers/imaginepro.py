@@ -25,13 +25,14 @@ from handlers.providers.base import (
     ProviderConfig,
     SubmitResult,
     SubmitSpec,
-    json_object,
+    failure_code,
+    json_or_empty,
     optional_str,
     parse_progress,
     raise_for_status,
+    request_json,
     require_object,
     require_str,
-    send,
     string_list,
 )
 from receiver.errors import (
@@ -41,7 +42,7 @@ from receiver.errors import (
     Unauthorized,
     UnsupportedAction,
 )
-from receiver.events import CallbackMode, ErrorCode, ProviderUpdate, UpdateState
+from receiver.events import CallbackMode, ProviderUpdate, UpdateState
 
 #: ImaginePro lists every upscale button except Redo Upscale (Subtle)/(Creative)
 SUPPORTED: tuple[str, ...] = (
@@ -58,6 +59,7 @@ SUPPORTED: tuple[str, ...] = (
 )
 
 _RUNNING = {"QUEUED", "PROCESSING"}
+#: ImaginePro's own moderation wording (not the shared list: no "nsfw", "sensitive" …)
 _MODERATION_WORDS = ("moderat", "banned", "community standards", "blocked")
 
 
@@ -91,21 +93,15 @@ class ImagineProProvider:
         }
         if spec.callback_url:
             body["webhookOverride"] = spec.callback_url
-        request = self._client.build_request(
-            "POST", self.config.base_url + "/api/v1/nova/button", json=body, headers=self._headers()
+        answer = await request_json(
+            self._client,
+            "POST",
+            self.config.base_url + "/api/v1/nova/button",
+            provider=self.name,
+            headers=self._headers(),
+            json=body,
+            check=_check_button_answer,
         )
-        response = await send(self._client, request, self.name)
-        raise_for_status(response, self.name, message=_error_message(response))
-        answer = json_object(response, self.name)
-        success = answer.get("success")
-        error = answer.get("error")
-        if success is False or success == "FAIL" or (isinstance(error, str) and error):
-            text = error if isinstance(error, str) and error else "success is false"
-            raise ProviderRejected(
-                f"imaginepro rejected the request: {text[:200]}",
-                provider=self.name,
-                status=response.status_code,
-            )
         message_id = answer.get("messageId")
         if not isinstance(message_id, str) or not message_id:
             raise ProviderUnavailable(
@@ -125,14 +121,39 @@ class ImagineProProvider:
         return parse_message(payload)
 
     async def poll(self, task_id: str) -> ProviderUpdate:
-        request = self._client.build_request(
+        answer = await request_json(
+            self._client,
             "GET",
             f"{self.config.base_url}/api/v1/message/fetch/{task_id}",
+            provider=self.name,
             headers=self._headers(),
+            check=_check_status,
         )
-        response = await send(self._client, request, self.name)
-        raise_for_status(response, self.name, message=_error_message(response))
-        return parse_message(json_object(response, self.name))
+        return parse_message(answer)
+
+
+def _check_status(response: httpx.Response) -> None:
+    """An error status, mapped with the error body's own text."""
+    raise_for_status(response, ImagineProProvider.name, message=_error_message(response))
+
+
+def _check_button_answer(response: httpx.Response) -> None:
+    """An error status, or a 2xx whose ``success`` is false (or ``FAIL``) or that
+    carries an ``error`` text: both are refusals."""
+    _check_status(response)
+    answer = json_or_empty(response)
+    success = answer.get("success")
+    error = answer.get("error")
+    refused = success is False or (
+        isinstance(success, str) and success.strip().lower() in ("false", "fail", "failed")
+    )
+    if refused or (isinstance(error, str) and error):
+        text = error if isinstance(error, str) and error else "success is false"
+        raise ProviderRejected(
+            f"imaginepro rejected the request: {text[:200]}",
+            provider=ImagineProProvider.name,
+            status=response.status_code,
+        )
 
 
 def _error_message(response: httpx.Response) -> str | None:
@@ -140,12 +161,7 @@ def _error_message(response: httpx.Response) -> str | None:
     ``{"message", "error", "statusCode"}`` shape, whose ``message`` is more specific."""
     if response.is_success:
         return None
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    if not isinstance(body, dict):
-        return None
+    body = json_or_empty(response)
     message = body.get("message")
     if isinstance(message, list):
         message = "; ".join(str(item) for item in message)
@@ -153,11 +169,6 @@ def _error_message(response: httpx.Response) -> str | None:
         if isinstance(value, str) and value:
             return value[:200]
     return None
-
-
-def _is_moderation(text: str) -> bool:
-    lowered = text.lower()
-    return any(word in lowered for word in _MODERATION_WORDS)
 
 
 def parse_message(payload: Any) -> ProviderUpdate:
@@ -190,11 +201,10 @@ def parse_message(payload: Any) -> ProviderUpdate:
         )
     if status == "FAIL":
         message = optional_str(body, "error") or "imaginepro reported the job failed"
-        code = ErrorCode.MODERATED if _is_moderation(message) else ErrorCode.FAILED
         return ProviderUpdate(
             state=UpdateState.FAILED,
             progress=progress,
-            error_code=code,
+            error_code=failure_code(message, _MODERATION_WORDS),
             error_message=message,
             **common,
         )

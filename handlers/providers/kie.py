@@ -36,13 +36,14 @@ from handlers.providers.base import (
     ProviderConfig,
     SubmitResult,
     SubmitSpec,
+    body_error_code,
     failure_code,
-    json_object,
+    json_or_empty,
     optional_str,
     raise_for_status,
+    request_json,
     require_object,
     require_str,
-    send,
 )
 from receiver.errors import (
     PayloadError,
@@ -106,13 +107,15 @@ class KieProvider:
         }
         if spec.callback_url:
             body["callBackUrl"] = spec.callback_url
-        request = self._client.build_request(
+        envelope = await request_json(
+            self._client,
             "POST",
             self.config.base_url + "/api/v1/mj/generateUpscale",
-            json=body,
+            provider=self.name,
             headers=self._headers(),
+            json=body,
+            check=_raise_for_code,
         )
-        envelope = self._envelope(await send(self._client, request, self.name))
         data = envelope.get("data")
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:
@@ -122,27 +125,16 @@ class KieProvider:
         return SubmitResult(provider_task_id=task_id)
 
     async def poll(self, task_id: str) -> ProviderUpdate:
-        request = self._client.build_request(
+        envelope = await request_json(
+            self._client,
             "GET",
             self.config.base_url + "/api/v1/mj/record-info",
-            params={"taskId": task_id},
+            provider=self.name,
             headers=self._headers(),
+            params={"taskId": task_id},
+            check=_raise_for_code,
         )
-        return parse_record_info(self._envelope(await send(self._client, request, self.name)))
-
-    def _envelope(self, response: httpx.Response) -> dict[str, Any]:
-        """The answer's JSON object once both the body ``code`` and the HTTP status say
-        success; otherwise the matching ``ProviderError``."""
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            code = body.get("code")
-            if isinstance(code, int) and not isinstance(code, bool) and not 200 <= code < 300:
-                _raise_for_code(response, code, body.get("msg"))
-        raise_for_status(response, self.name)
-        return json_object(response, self.name)
+        return parse_record_info(envelope)
 
     def verify_callback(
         self, headers: Mapping[str, str], body: bytes, job_secret: str | None
@@ -196,7 +188,14 @@ def _sign(key: str, message: bytes) -> bytes:
     return base64.b64encode(hmac.new(key.encode(), message, hashlib.sha256).digest())
 
 
-def _raise_for_code(response: httpx.Response, code: int, msg: Any) -> None:
+def _raise_for_code(response: httpx.Response) -> None:
+    """Kie's body ``code`` decides before the HTTP status: a code outside 2xx is an
+    error even inside an HTTP 200, and Kie's own codes are mapped as Kie means them."""
+    body = json_or_empty(response)
+    code = body_error_code(body)
+    if code is None:
+        return
+    msg = body.get("msg")
     text = msg if isinstance(msg, str) and msg else f"code {code}"
     if code in _KIE_CODES:
         error_type, what = _KIE_CODES[code]
@@ -233,22 +232,9 @@ def parse_callback(payload: Any) -> ProviderUpdate:
     parent_id = _parent_id(data.get("promptJson"))
     if code == 200:
         urls = result_urls(data.get("resultUrls"), "data.resultUrls")
-        return ProviderUpdate(
-            provider_task_id=task_id,
-            state=UpdateState.COMPLETED,
-            progress=100,
-            image_url=urls[0],
-            image_urls=urls,
-            parent_id=parent_id,
-        )
+        return _completed(task_id, urls, parent_id)
     message = optional_str(body, "msg") or f"kie reported code {code}"
-    return ProviderUpdate(
-        provider_task_id=task_id,
-        state=UpdateState.FAILED,
-        error_code=failure_code(message),
-        error_message=message,
-        parent_id=parent_id,
-    )
+    return _failed(task_id, message, parent_id)
 
 
 def parse_record_info(payload: Any) -> ProviderUpdate:
@@ -273,14 +259,7 @@ def parse_record_info(payload: Any) -> ProviderUpdate:
                 raise PayloadError("data.resultInfoJson", "is not valid JSON") from exc
         info = require_object(info, "data.resultInfoJson")
         urls = result_urls(info.get("resultUrls"), "data.resultInfoJson.resultUrls")
-        return ProviderUpdate(
-            provider_task_id=task_id,
-            state=UpdateState.COMPLETED,
-            progress=100,
-            image_url=urls[0],
-            image_urls=urls,
-            parent_id=parent_id,
-        )
+        return _completed(task_id, urls, parent_id)
     error_code = data.get("errorCode")
     message = optional_str(data, "errorMessage") or (
         f"kie reported error code {error_code}"
@@ -289,6 +268,21 @@ def parse_record_info(payload: Any) -> ProviderUpdate:
         if flag == 3
         else "kie reported the task failed"
     )
+    return _failed(task_id, message, parent_id)
+
+
+def _completed(task_id: str, urls: tuple[str, ...], parent_id: str | None) -> ProviderUpdate:
+    return ProviderUpdate(
+        provider_task_id=task_id,
+        state=UpdateState.COMPLETED,
+        progress=100,
+        image_url=urls[0],
+        image_urls=urls,
+        parent_id=parent_id,
+    )
+
+
+def _failed(task_id: str, message: str, parent_id: str | None) -> ProviderUpdate:
     return ProviderUpdate(
         provider_task_id=task_id,
         state=UpdateState.FAILED,

@@ -33,8 +33,10 @@ from handlers.providers.base import (
     SubmitResult,
     SubmitSpec,
     json_object,
+    json_or_empty,
     optional_str,
     raise_for_status,
+    request_json,
     require_object,
     require_str,
     retry_after_s,
@@ -107,12 +109,7 @@ class UseapiProvider:
             # "Maximum of N jobs executing" (it lists executingJobs) means our plan's
             # concurrency is full: the relay queues the job. Other 429s go to the client.
             error = ProviderAtCapacity if _at_capacity(response) else ProviderRateLimited
-            raise error(
-                f"useapi is busy: {_error_body_text(response)}",
-                provider=self.name,
-                status=429,
-                retry_after_s=_retry_after(response),
-            )
+            raise _busy(response, error)
         if response.status_code == 422:
             raise ProviderRejected(
                 f"useapi moderated the request: {_error_body_text(response)}",
@@ -129,7 +126,7 @@ class UseapiProvider:
 
     def _existing_job(self, response: httpx.Response) -> str:
         """The job a 409 names: its ``jobid`` field, else the one in its ``error`` text."""
-        body = _json_or_empty(response)
+        body = json_or_empty(response)
         job_id = optional_str(body, "jobid")
         if job_id is None:
             match = _EXISTING_JOB.search(optional_str(body, "error") or "")
@@ -154,46 +151,47 @@ class UseapiProvider:
         return parse_job(payload)
 
     async def poll(self, task_id: str) -> ProviderUpdate:
-        request = self._client.build_request(
+        answer = await request_json(
+            self._client,
             "GET",
             self.config.base_url + "/v2/jobs/",
-            params={"jobid": task_id},
+            provider=self.name,
             headers=self._headers(),
+            params={"jobid": task_id},
+            check=_raise_if_busy,
         )
-        response = await send(self._client, request, self.name)
-        if response.status_code == 429:
-            raise ProviderRateLimited(
-                f"useapi is busy: {_error_body_text(response)}",
-                provider=self.name,
-                status=429,
-                retry_after_s=_retry_after(response),
-            )
-        raise_for_status(response, self.name)
-        return parse_job(json_object(response, self.name))
+        return parse_job(answer)
 
 
-def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+def _raise_if_busy(response: httpx.Response) -> None:
+    """A 429 on a poll is ``ProviderRateLimited``."""
+    if response.status_code == 429:
+        raise _busy(response, ProviderRateLimited)
+
+
+def _busy(response: httpx.Response, error: type[ProviderRateLimited]) -> ProviderRateLimited:
+    """useapi's 429 as ``error``, with useapi's 10-30 s wait."""
+    return error(
+        f"useapi is busy: {_error_body_text(response)}",
+        provider=UseapiProvider.name,
+        status=429,
+        retry_after_s=_retry_after(response),
+    )
+
+
+def _error_and_details(body: Mapping[str, Any]) -> str:
+    """``error`` and ``errorDetails`` of a useapi body, joined (empty when neither)."""
+    parts = [optional_str(body, "error"), optional_str(body, "errorDetails")]
+    return ": ".join(part for part in parts if part)
 
 
 def _at_capacity(response: httpx.Response) -> bool:
-    try:
-        body = response.json()
-    except ValueError:
-        return False
-    return isinstance(body, dict) and "executingJobs" in body
+    return "executingJobs" in json_or_empty(response)
 
 
 def _error_body_text(response: httpx.Response) -> str:
     """``error`` and ``errorDetails`` of a useapi error body, joined."""
-    body = _json_or_empty(response)
-    parts = [optional_str(body, "error"), optional_str(body, "errorDetails")]
-    text = ": ".join(part for part in parts if part)
-    return text[:300] or response.reason_phrase
+    return _error_and_details(json_or_empty(response))[:300] or response.reason_phrase
 
 
 def _retry_after(response: httpx.Response) -> int:
@@ -202,7 +200,7 @@ def _retry_after(response: httpx.Response) -> int:
     fallback = random.randint(RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S)
     if "retry-after" in response.headers:
         return retry_after_s(response, default=fallback)
-    details = optional_str(_json_or_empty(response), "errorDetails")
+    details = optional_str(json_or_empty(response), "errorDetails")
     try:
         discord = json.loads(details) if details else None
     except ValueError:
@@ -261,8 +259,7 @@ def parse_job(payload: Any) -> ProviderUpdate:
             state=UpdateState.COMPLETED, progress=100, image_url=urls[0], image_urls=urls, **common
         )
     if status in _FAILED:
-        parts = [optional_str(body, "error"), optional_str(body, "errorDetails")]
-        message = ": ".join(part for part in parts if part) or f"useapi reported the job {status}"
+        message = _error_and_details(body) or f"useapi reported the job {status}"
         return ProviderUpdate(
             state=UpdateState.FAILED, error_code=_FAILED[status], error_message=message, **common
         )

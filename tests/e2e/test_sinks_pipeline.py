@@ -132,7 +132,8 @@ async def test_circuit_opens_while_sink_is_down_and_backlog_drains(tmp_path: Pat
         pending = await stack.deliveries(state="pending")
         assert pending
         assert all(d["attempts"] < 10 for d in pending)
-        before = {d["id"]: d["event_id"] for d in await stack.deliveries()}
+        # every job's event exists (its callback arrived) before the sink comes back
+        before = {d["id"]: d["event_id"] for d in await stack.wait_deliveries(len(jobs))}
         recorder.answer([], default=200)
         delivered = await stack.wait_deliveries(8, state="delivered", timeout=20)
         assert {d["id"]: d["event_id"] for d in delivered} == before

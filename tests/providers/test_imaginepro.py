@@ -399,3 +399,18 @@ async def test_error_bodies_that_are_not_imaginepros_shape_still_map(
     async with client:
         with pytest.raises(error):
             await provider.submit(_spec())
+
+
+async def test_success_false_as_a_string_is_a_refusal() -> None:
+    """`success: "false"` (a string, as loose clients send it) is not taken as success."""
+    from handlers.providers.base import ProviderConfig, SubmitSpec
+    from handlers.providers.imaginepro import ImagineProProvider
+    from receiver.errors import ProviderRejected
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"success": "false", "messageId": "m"})
+
+    config = ProviderConfig(name="imaginepro", api_key="k", base_url="https://api.test")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(ProviderRejected):
+            await ImagineProProvider(config, client).submit(SubmitSpec("j", "p", "U1", None, None))

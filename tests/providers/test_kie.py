@@ -513,3 +513,13 @@ def test_registry_and_settings_defaults() -> None:
     assert config.base_url == "https://api.kie.ai"
     assert config.confirm_by_poll is True
     assert config.options == {"webhook_hmac_key": "h", "water_mark": "w"}
+
+
+def test_body_code_as_digits_is_an_error_code() -> None:
+    """A body code sent as the string "402" counts like the number 402."""
+    from handlers.providers.base import body_error_code
+
+    assert body_error_code({"code": "402"}) == 402
+    assert body_error_code({"code": 402}) == 402
+    assert body_error_code({"code": "200"}) is None
+    assert body_error_code({"code": "x"}) is None
