@@ -26,6 +26,7 @@ from receiver.store import Store
 from receiver.worker import DeliveryWorker
 
 log = structlog.get_logger("relay.app")
+SHUTDOWN_GRACE_S = 5.0  # in-flight deliveries get this long to finish on shutdown
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Starlette:
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             state: dict[str, Any] = {"relay": relay}
             background: list[asyncio.Task[None]] = []
             if resolved.delivery_mode is DeliveryMode.INPROCESS:
-                worker = DeliveryWorker(relay)
+                worker = DeliveryWorker(relay, grace_s=SHUTDOWN_GRACE_S)
                 state["worker"] = worker
                 background.append(asyncio.create_task(worker.run(), name="relay-worker"))
                 background.append(asyncio.create_task(run_poller(relay), name="relay-poller"))

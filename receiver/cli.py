@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from receiver.events import DeliveryState, JobStatus, utcnow
 from receiver.settings import Settings, load_settings, unused_sinks
 
 Command = Callable[[argparse.Namespace], int]
+SHUTDOWN_GRACE_S = 10.0
 
 
 def _settings() -> Settings:
@@ -88,13 +90,14 @@ async def _worker(settings: Settings, *, once: bool, budget_s: float) -> int:
         print(json.dumps({"attempted": await work_once(settings, budget_s)}))
         return 0
     async with Relay.open(settings) as relay:
-        worker = DeliveryWorker(relay)
-        poller = asyncio.create_task(run_poller(relay))
-        try:
-            await worker.run()
-        finally:
-            poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
+        worker = DeliveryWorker(relay, grace_s=SHUTDOWN_GRACE_S)
+        tasks = [asyncio.create_task(worker.run()), asyncio.create_task(run_poller(relay))]
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # a deploy's SIGTERM: finish in-flight deliveries instead of abandoning them
+            # to their leases (which would delay them and send some twice)
+            loop.add_signal_handler(signum, lambda: [task.cancel() for task in tasks])
+        await asyncio.gather(*tasks, return_exceptions=True)
     return 0
 
 

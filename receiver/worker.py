@@ -80,6 +80,7 @@ class DeliveryWorker:
     relay: Relay
     batch: int = 64
     owner: str = field(default_factory=lambda: "w-" + secrets.token_hex(4))
+    grace_s: float = 0.0
     circuits: dict[str, Circuit] = field(default_factory=dict)
     _semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
@@ -98,6 +99,10 @@ class DeliveryWorker:
         try:
             await self._loop()
         finally:
+            # cancelled (shutdown): stop claiming, let what is in flight finish within
+            # ``grace_s``, and leave the rest to their leases
+            if self._in_flight and self.grace_s > 0:
+                await asyncio.wait(self._in_flight, timeout=self.grace_s)
             await self.stop()
 
     async def _loop(self) -> None:

@@ -214,3 +214,49 @@ async def test_submit_verb_prints_only_json_on_stdout(tmp_path: Path) -> None:
     assert job["ref"] == "cli-1"
     assert job["provider_task_id"]
     assert "submit.accepted" in result.stderr
+
+
+async def test_worker_finishes_in_flight_delivery_on_sigterm(tmp_path: Path) -> None:
+    """SIGTERM to `relay worker` (a deploy) lets the delivery it is sending finish and be
+    recorded, then exits 0: nothing is left to a lease or sent twice."""
+    recorder = Recorder(delay_s=1.0)
+    simulators = create_simulator_app()
+    port = free_port()
+    async with AsyncExitStack() as stack:
+        sim_url = await stack.enter_async_context(serve_app(simulators))
+        sink_url = await stack.enter_async_context(serve_app(recorder.app()))
+        (tmp_path / "relay.toml").write_text(
+            stack_config(sim_url, sink_url + "/hooks", tmp_path / "events.jsonl")
+            + '[[routes]]\nsinks = ["http"]\nevents = ["upscale.completed"]\n'
+        )
+        env = _env(tmp_path, port, RELAY_DELIVERY_MODE="external")
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        async with relay_process(env, port), httpx.AsyncClient() as client:
+            submitted = await client.post(
+                f"http://127.0.0.1:{port}/v1/upscales",
+                json={"provider": "apiframe", "parent_id": "g", "action": "U1"},
+                headers=headers,
+            )
+            assert submitted.status_code == 202
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "receiver", "worker"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                async with asyncio.timeout(15):
+                    while recorder.attempts == 0:
+                        await asyncio.sleep(0.02)
+                worker.send_signal(signal.SIGTERM)
+                code = await asyncio.to_thread(worker.wait, 15)
+            finally:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+            assert code == 0
+            listed = await client.get(f"http://127.0.0.1:{port}/v1/deliveries", headers=headers)
+            [delivery] = listed.json()["deliveries"]
+            assert delivery["state"] == "delivered"
+            assert delivery["attempts"] == 1
+            assert len(recorder.received) == 1

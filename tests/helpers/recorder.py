@@ -34,6 +34,7 @@ class Recorder:
     attempts: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    delay_s: float = 0.0
 
     def answer(self, statuses: Iterable[int], default: int = 200) -> None:
         self.script = list(statuses)
@@ -43,6 +44,8 @@ class Recorder:
         body = await request.body()
         self.attempts += 1
         status = self.script.pop(0) if self.script else self.default
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)  # a slow receiver
         if 200 <= status < 300:
             self.received.append(Received(dict(request.headers), body))
             self.arrived.set()
