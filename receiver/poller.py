@@ -60,8 +60,12 @@ async def poll_job(relay: Relay, job: Job) -> None:
         return
     interval_s = provider.config.poll_interval_s
     if job.provider_task_id is None:
-        # still queued: nothing to ask the provider yet; look again at the deadline
-        await relay.store.set_next_poll(job.id, job.deadline_at)
+        # not submitted yet (queued, or its submission is still in flight): nothing to
+        # ask the provider; look again later, and at the latest at the deadline
+        next_at = now + timedelta(seconds=interval_s)
+        if job.deadline_at is not None:
+            next_at = min(next_at, job.deadline_at)
+        await relay.store.set_next_poll(job.id, next_at)
         return
     try:
         update = await provider.poll(job.provider_task_id)
