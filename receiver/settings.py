@@ -114,6 +114,15 @@ def _interpolate(value: Any, env: Mapping[str, str], problems: list[str], where:
     return value
 
 
+def _bare(key: str) -> str:
+    """``poll_after_s`` → ``poll_after``: the accepted spelling without the unit."""
+    return key.removesuffix("_s")
+
+
+def _with_bare(keys: set[str]) -> set[str]:
+    return keys | {_bare(key) for key in keys}
+
+
 class _Reader:
     """Typed reads from a TOML table, recording a problem for each wrong type."""
 
@@ -129,14 +138,16 @@ class _Reader:
         return value
 
     def number(self, where: str, table: Mapping[str, Any], key: str, default: float) -> float:
-        value = table.get(key, default)
+        """``key`` (units in the name, ``poll_after_s``), or the same without the unit
+        suffix (``poll_after``), as the issue texts spell some of them."""
+        value = table.get(key, table.get(_bare(key), default))
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             self.problems.append(f"{where}{key} must be a non-negative number")
             return default
         return float(value)
 
     def schedule(self, where: str, table: Mapping[str, Any], key: str) -> tuple[float, ...] | None:
-        value = table.get(key)
+        value = table.get(key, table.get(_bare(key)))
         if value is None:
             return None
         if (
@@ -253,15 +264,17 @@ def _build(
     )
 
 
-_PROVIDER_KEYS = {
-    "api_key",
-    "base_url",
-    "confirm_by_poll",
-    "poll_after_s",
-    "poll_interval_s",
-    "deadline_s",
-    "max_jobs",
-}
+_PROVIDER_KEYS = _with_bare(
+    {
+        "api_key",
+        "base_url",
+        "confirm_by_poll",
+        "poll_after_s",
+        "poll_interval_s",
+        "deadline_s",
+        "max_jobs",
+    }
+)
 
 
 def _providers(reader: _Reader, problems: list[str]) -> dict[str, ProviderConfig]:
@@ -301,14 +314,16 @@ def _providers(reader: _Reader, problems: list[str]) -> dict[str, ProviderConfig
     return result
 
 
-_SINK_KEYS = {
-    "type",
-    "retry_schedule_s",
-    "timeout_s",
-    "max_concurrency",
-    "circuit_failure_threshold",
-    "circuit_probe_interval_s",
-}
+_SINK_KEYS = _with_bare(
+    {
+        "type",
+        "retry_schedule_s",
+        "timeout_s",
+        "max_concurrency",
+        "circuit_failure_threshold",
+        "circuit_probe_interval_s",
+    }
+)
 
 
 def _sinks(reader: _Reader, problems: list[str]) -> dict[str, SinkConfig]:

@@ -114,3 +114,27 @@ def test_default_values_in_interpolation() -> None:
     assert load_settings(ENV, config_text=text).sinks["a"].options["path"] == "/tmp/events.jsonl"
     env = {**ENV, "EVENTS_PATH": "/data/e.jsonl"}
     assert load_settings(env, config_text=text).sinks["a"].options["path"] == "/data/e.jsonl"
+
+
+def test_durations_accept_the_spelling_without_unit() -> None:
+    """`poll_after`/`deadline`/`retry_schedule` (as the issue texts say) work like the
+    `_s` keys and do not leak into the provider's or sink's own options."""
+    text = """
+[providers.apiframe]
+api_key = "k"
+poll_after = 0.5
+deadline = 60
+[sinks.a]
+type = "file"
+path = "/tmp/a"
+retry_schedule = [0, 1]
+timeout = 3
+"""
+    settings = load_settings(ENV, config_text=text)
+    provider = settings.providers["apiframe"]
+    assert (provider.poll_after_s, provider.deadline_s) == (0.5, 60)
+    assert "poll_after" not in provider.options
+    sink = settings.sinks["a"]
+    assert sink.retry_schedule_s == (0, 1)
+    assert sink.timeout_s == 3
+    assert "timeout" not in sink.options
