@@ -15,8 +15,9 @@ a number or a string; the image is in ``uri``, else ``originalUrl``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import httpx
 
@@ -45,6 +46,10 @@ from receiver.errors import (
 from receiver.events import CallbackMode, ProviderUpdate, UpdateState
 
 #: ImaginePro lists every upscale button except Redo Upscale (Subtle)/(Creative)
+#: (current, legacy) endpoints; the fetch paths take the message id appended
+BUTTON_PATHS = ("/api/v1/nova/button", "/api/v1/midjourney/button")
+FETCH_PATHS = ("/api/v1/message/fetch/", "/api/v1/midjourney/message/")
+
 SUPPORTED: tuple[str, ...] = (
     "U1",
     "U2",
@@ -76,6 +81,7 @@ class ImagineProProvider:
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         self.config = config
         self._client = client
+        self._legacy = False
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.api_key}"}
@@ -93,15 +99,7 @@ class ImagineProProvider:
         }
         if spec.callback_url:
             body["webhookOverride"] = spec.callback_url
-        answer = await request_json(
-            self._client,
-            "POST",
-            self.config.base_url + "/api/v1/nova/button",
-            provider=self.name,
-            headers=self._headers(),
-            json=body,
-            check=_check_button_answer,
-        )
+        answer = await self._request("POST", BUTTON_PATHS, json=body, check=_check_button_answer)
         message_id = answer.get("messageId")
         if not isinstance(message_id, str) or not message_id:
             raise ProviderUnavailable(
@@ -121,15 +119,47 @@ class ImagineProProvider:
         return parse_message(payload)
 
     async def poll(self, task_id: str) -> ProviderUpdate:
+        current, legacy = (path + quote(task_id, safe="") for path in FETCH_PATHS)
+        paths = (current, legacy)
+        return parse_message(await self._request("GET", paths, check=_check_status))
+
+    async def _request(
+        self,
+        method: str,
+        paths: tuple[str, str],
+        *,
+        json: Any = None,
+        check: Callable[[httpx.Response], None],
+    ) -> dict[str, Any]:
+        """The current ("nova") endpoint, falling back to the legacy one when the
+        current one answers 404 (an older deployment or a legacy-only account)."""
+        current, legacy = paths
+        if self._legacy:
+            current = legacy
+        try:
+            return await request_json(
+                self._client,
+                method,
+                self.config.base_url + current,
+                provider=self.name,
+                headers=self._headers(),
+                json=json,
+                check=check,
+            )
+        except ProviderRejected as exc:
+            if exc.status != 404 or current == legacy:
+                raise
         answer = await request_json(
             self._client,
-            "GET",
-            f"{self.config.base_url}/api/v1/message/fetch/{task_id}",
+            method,
+            self.config.base_url + legacy,
             provider=self.name,
             headers=self._headers(),
-            check=_check_status,
+            json=json,
+            check=check,
         )
-        return parse_message(answer)
+        self._legacy = True
+        return answer
 
 
 def _check_status(response: httpx.Response) -> None:

@@ -414,3 +414,35 @@ async def test_success_false_as_a_string_is_a_refusal() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(ProviderRejected):
             await ImagineProProvider(config, client).submit(SubmitSpec("j", "p", "U1", None, None))
+
+
+async def test_falls_back_to_the_legacy_endpoints_on_404() -> None:
+    """An ImaginePro without the "nova" endpoints (legacy docs) gets the legacy paths,
+    for submit and for polling, and the adapter remembers it."""
+    from handlers.providers.base import ProviderConfig, SubmitSpec
+    from handlers.providers.imaginepro import ImagineProProvider
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if "/nova/" in request.url.path or "/message/fetch/" in request.url.path:
+            return httpx.Response(404, json={"message": "Not Found", "statusCode": 404})
+        if request.url.path == "/api/v1/midjourney/button":
+            return httpx.Response(200, json={"success": True, "messageId": "m1"})
+        return httpx.Response(
+            200, json={"messageId": "m1", "status": "DONE", "uri": "https://i/1.png"}
+        )
+
+    config = ProviderConfig(name="imaginepro", api_key="k", base_url="https://api.test")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        provider = ImagineProProvider(config, client)
+        result = await provider.submit(SubmitSpec("j", "p", "U1", "https://cb", None))
+        assert result.provider_task_id == "m1"
+        update = await provider.poll("m1")
+        assert update.image_url == "https://i/1.png"
+    assert seen == [
+        "/api/v1/nova/button",
+        "/api/v1/midjourney/button",
+        "/api/v1/midjourney/message/m1",
+    ]
