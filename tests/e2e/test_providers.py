@@ -165,12 +165,13 @@ async def test_kie_hmac_and_confirmation_by_record_info(tmp_path: Path) -> None:
 
 async def test_useapi_never_exceeds_max_jobs_and_all_complete(tmp_path: Path) -> None:
     """Six submissions at once with max_jobs = 3: never more than 3 running at the
-    simulator (it never even had to refuse one), the rest wait as queued, all complete."""
+    simulator (it never even had to refuse one), the rest wait as queued, all complete.
+    Tasks take 1.5 s, so all six are submitted before a slot frees, even on a busy box."""
     options = {"useapi": FAST_POLLING + "max_jobs = 3\n"}
     async with running_stack(tmp_path, extra_config=ROUTE, provider_options=options) as stack:
         jobs = await asyncio.gather(
             *(
-                stack.submit(provider="useapi", parent_id=f"p{i}-slow400", action="U1")
+                stack.submit(provider="useapi", parent_id=f"p{i}-slow1500", action="U1")
                 for i in range(6)
             )
         )
