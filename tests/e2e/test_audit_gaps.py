@@ -228,3 +228,39 @@ async def test_logs_one_json_line_per_delivery_attempt_and_no_secrets(tmp_path: 
     secrets += list(default_keys().values())
     for secret in secrets:
         assert secret not in text
+
+
+async def test_concurrent_requests_with_one_idempotency_key_submit_once(tmp_path: Path) -> None:
+    """Five simultaneous submissions with one Idempotency-Key: one job, one provider call."""
+    async with running_stack(tmp_path) as stack:
+        headers = {"Idempotency-Key": "same"}
+        body = {"provider": "apiframe", "parent_id": "p-slow500", "action": "U1"}
+        answers = await asyncio.gather(*(stack.submit(headers=headers, **body) for _ in range(5)))
+        assert len({a["job_id"] for a in answers}) == 1
+        assert len(stack.sim("apiframe").state.book.submissions) == 1
+
+
+async def test_a_poll_and_a_callback_for_one_result_make_one_event(tmp_path: Path) -> None:
+    """A job completed by the poller, then the provider's (late) callback for the same
+    result: the callback is a duplicate, one completed event, one delivery."""
+    options = {"apiframe": "poll_after_s = 0.05\npoll_interval_s = 0.05\n"}
+    async with running_stack(
+        tmp_path, extra_config=HTTP_COMPLETED, provider_options=options
+    ) as stack:
+        job = await stack.submit(provider="apiframe", parent_id="g-nocallback", action="U1")
+        await stack.wait_job(job["job_id"], "completed")  # by polling: no callback was sent
+        task = _task(stack, job)
+        async with httpx.AsyncClient() as client:
+            late = await client.post(
+                task.callback_url,
+                json={"task_id": task.id, "image_url": task.image_url},
+                headers={"x-webhook-secret": task.extra["webhook_secret"]},
+            )
+        assert late.status_code == 200
+        assert late.json()["duplicate"] is True
+        await stack.recorder.wait_for(1)
+        await asyncio.sleep(0.2)
+        events = (await stack.job(job["job_id"]))["events"]
+        assert [e["type"] for e in events].count("upscale.completed") == 1
+        assert len(await stack.deliveries()) == 1
+        assert len(stack.recorder.received) == 1
