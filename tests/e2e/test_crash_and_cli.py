@@ -123,7 +123,13 @@ sinks = ["ghost"]
         assert fragment in checked.stderr
     served = _relay(env, "serve", "--port", "1")
     assert served.returncode == 2
-    assert "unknown sink type 'pigeon'" in served.stderr
+    for fragment in (
+        "providers.apiframe: api_key is required",
+        "unknown sink type 'pigeon'",
+        "${UNSET_FOR_THIS_TEST} is not set",
+        "names unknown sink 'ghost'",
+    ):
+        assert fragment in served.stderr
     assert "Traceback" not in served.stderr + checked.stderr
 
 
@@ -260,3 +266,23 @@ async def test_worker_finishes_in_flight_delivery_on_sigterm(tmp_path: Path) -> 
             assert delivery["state"] == "delivered"
             assert delivery["attempts"] == 1
             assert len(recorder.received) == 1
+
+
+def test_check_config_warns_about_sinks_no_route_uses(tmp_path: Path) -> None:
+    """A valid config passes check-config, which still names the sinks no route uses."""
+    (tmp_path / "relay.toml").write_text(
+        """
+[sinks.a]
+type = "file"
+path = "a.jsonl"
+[sinks.b]
+type = "file"
+path = "b.jsonl"
+[[routes]]
+sinks = ["a"]
+"""
+    )
+    result = _relay(_env(tmp_path, free_port()), "check-config")
+    assert result.returncode == 0, result.stderr
+    assert "sink 'b' is not used by any route" in result.stdout
+    assert "config ok" in result.stdout

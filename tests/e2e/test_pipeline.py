@@ -15,6 +15,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from tests.helpers.recorder import Recorder
 from tests.helpers.stack import SINK_SECRET, Stack, running_stack
 
 HTTP_COMPLETED = '[[routes]]\nsinks = ["http"]\nevents = ["upscale.completed"]\n'
@@ -238,10 +239,15 @@ async def test_submit_errors_are_clear(
 ) -> None:
     """Bad submissions get the documented status and machine code, never a 500."""
     async with running_stack(tmp_path) as stack:
-        answer = await stack.submit(expect=status, **body)
+        response = await stack.api.post("/v1/upscales", json=body)
+        assert response.status_code == status, response.text
+        answer = response.json()
         assert answer["error"] == code
+        assert answer["message"]
         if code == "unsupported_action":
             assert "U1" in answer["supported"]
+        if code == "provider_rate_limited":
+            assert int(response.headers["retry-after"]) >= 1
 
 
 async def test_idempotency_key_returns_same_job_and_submits_once(tmp_path: Path) -> None:
@@ -323,3 +329,47 @@ async def test_bulk_replay_honours_a_chunked_filter(tmp_path: Path) -> None:
         answer = await stack.api.post("/v1/deliveries/retry", json={"sink": "http"})
         assert answer.json() == {"replayed": 2}
         await stack.wait_deliveries(2, state="delivered")
+
+
+async def test_slow_sink_times_out_per_its_timeout_and_retries(tmp_path: Path) -> None:
+    """A sink slower than its timeout_s fails that attempt as a timeout and is retried;
+    once it answers in time the event is delivered."""
+    recorder = Recorder(delay_s=1.0)
+    async with running_stack(
+        tmp_path,
+        extra_config=HTTP_COMPLETED,
+        recorder=recorder,
+        http_sink_options="timeout_s = 0.2\n",
+    ) as stack:
+        await stack.submit(provider="apiframe", parent_id="g", action="U1")
+        async with asyncio.timeout(10):
+            while True:
+                [delivery] = await stack.wait_deliveries(1)
+                if delivery["attempts"] >= 1:
+                    break
+                await asyncio.sleep(0.02)
+        assert delivery["state"] == "pending"
+        assert delivery["last_error"] == "timed out"
+        recorder.delay_s = 0
+        [delivered] = await stack.wait_deliveries(1, state="delivered")
+        assert delivered["attempts"] >= 2
+
+
+async def test_confirm_by_poll_for_any_provider(tmp_path: Path) -> None:
+    """With confirm_by_poll on, an Apiframe callback whose body lies about the image is
+    answered 200 and the event carries what /fetch says."""
+    options = {"apiframe": "confirm_by_poll = true\npoll_interval_s = 0.1\n"}
+    async with running_stack(
+        tmp_path, extra_config=HTTP_COMPLETED, provider_options=options
+    ) as stack:
+        job = await stack.submit(provider="apiframe", parent_id="c-nocallback", action="U1")
+        task = _task_for(stack, job)
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                task.callback_url,
+                json={"task_id": task.id, "image_url": "https://evil.example/x.png"},
+                headers={"x-webhook-secret": task.extra["webhook_secret"]},
+            )
+        assert answer.status_code == 200
+        [received] = await stack.recorder.wait_for(1)
+        assert received.json["data"]["image_url"] == task.image_url
