@@ -222,13 +222,20 @@ class Event:
         return self.data["job_id"]
 
 
-def event_id(provider: str, task_id: str, state: UpdateState, progress: int | None) -> str:
+def event_id(
+    provider: str,
+    task_id: str,
+    state: UpdateState,
+    progress: int | None,
+    job_id: str | None = None,
+) -> str:
     """Stable per (provider, task, state): a duplicate callback maps to the same id.
 
     Progress events also key on the percentage, so 40 % and 80 % are two events while
-    a repeated 80 % is a duplicate.
+    a repeated 80 % is a duplicate. The job id takes part when there is one: two of our
+    jobs bound to one provider task (useapi's "already executed") get an event each.
     """
-    key = f"{provider}\x1f{task_id}\x1f{state.value}"
+    key = f"{provider}\x1f{task_id}\x1f{state.value}\x1f{job_id or ''}"
     if state is UpdateState.PROGRESS:
         key += f"\x1f{progress if progress is not None else ''}"
     return "evt_" + hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -282,7 +289,13 @@ def build_event(
         "finished_at": isoformat(now) if update.state.terminal else None,
     }
     return Event(
-        id=event_id(provider, update.provider_task_id, update.state, update.progress),
+        id=event_id(
+            provider,
+            update.provider_task_id,
+            update.state,
+            update.progress,
+            job.id if job else None,
+        ),
         type=_TYPE_FOR_STATE[update.state],
         timestamp=now,
         data=data,

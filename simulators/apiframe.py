@@ -16,7 +16,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.base import CallbackSender, Knobs, SimTask, TaskBook, new_task_id, png_bytes
+from simulators.base import (
+    CallbackSender,
+    Knobs,
+    SimTask,
+    TaskBook,
+    new_task_id,
+    own_base_url,
+    png_bytes,
+)
 
 DEFAULT_KEY = "sim-apiframe-key"
 
@@ -84,7 +92,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
                 parent_id=parent,
                 action=task_type,
                 knobs=knobs,
-                image_base=str(request.base_url).rstrip("/"),
+                image_base=own_base_url(request),
                 callback_url=webhook_url,
                 extra={"task_type": task_type, "webhook_secret": secret},
             )

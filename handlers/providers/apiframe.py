@@ -23,6 +23,7 @@ from handlers.providers.base import (
     ProviderConfig,
     SubmitResult,
     SubmitSpec,
+    failure_code,
     json_object,
     optional_str,
     parse_progress,
@@ -33,7 +34,7 @@ from handlers.providers.base import (
     string_list,
 )
 from receiver.errors import PayloadError, ProviderUnavailable, Unauthorized, UnsupportedAction
-from receiver.events import CallbackMode, ErrorCode, ProviderUpdate, UpdateState
+from receiver.events import CallbackMode, ProviderUpdate, UpdateState
 
 SECRET_HEADER = "x-webhook-secret"  # noqa: S105 (a header name)
 
@@ -141,17 +142,11 @@ def parse_task(payload: Any) -> ProviderUpdate:
     parent_id = optional_str(body, "parent_task_id")
     if status in _FAILED:
         message = optional_str(body, "message", "error") or "apiframe reported the task failed"
-        lowered = message.lower()
-        code = (
-            ErrorCode.MODERATED
-            if ("moderat" in lowered or "banned" in lowered)
-            else ErrorCode.FAILED
-        )
         return ProviderUpdate(
             provider_task_id=task_id,
             state=UpdateState.FAILED,
             progress=progress,
-            error_code=code,
+            error_code=failure_code(message),
             error_message=message,
             parent_id=parent_id,
         )

@@ -195,11 +195,6 @@ class KieProvider:
             raise Unauthorized("wrong X-Webhook-Signature")
 
 
-def sign(key: str, task_id: str, timestamp: str) -> str:
-    """Kie's ``X-Webhook-Signature`` for a task id and timestamp (simulator and tests)."""
-    return _sign(key, f"{task_id}.{timestamp}".encode()).decode("ascii")
-
-
 def _sign(key: str, message: bytes) -> bytes:
     return base64.b64encode(hmac.new(key.encode(), message, hashlib.sha256).digest())
 

@@ -57,7 +57,7 @@ async def test_submit_reaches_http_and_file_sinks_signed(tmp_path: Path) -> None
         assert data["provider_task_id"] == job["provider_task_id"]
         assert data["action"] == "upscale_creative"
         assert data["ref"] == "order-42"
-        assert data["image_url"].endswith(f"/images/{job['provider_task_id']}.png")
+        assert data["image_url"] == f"{stack.sim_url}/apiframe/images/{job['provider_task_id']}.png"
         assert data["error"] is None
         await stack.wait_deliveries(2, state="delivered")
         lines = stack.events_path.read_text().splitlines()
