@@ -44,9 +44,6 @@ class CommitStats:
     largest_batch: int = 0
 
 
-_STOP = object()
-
-
 @dataclass(slots=True)
 class _Outcome:
     job: _Job[Any]
@@ -62,7 +59,9 @@ class GroupCommitter:
     max_batch: int = 256
     name: str = "relay-sqlite-writer"
     stats: CommitStats = field(default_factory=CommitStats)
-    _queue: queue.SimpleQueue[object] = field(default_factory=queue.SimpleQueue, init=False)
+    _queue: queue.SimpleQueue[_Job[Any] | None] = field(  # None: stop
+        default_factory=queue.SimpleQueue, init=False
+    )
     _thread: threading.Thread | None = field(default=None, init=False)
     _closed: bool = field(default=False, init=False)
     _broken: BaseException | None = field(default=None, init=False)
@@ -90,7 +89,7 @@ class GroupCommitter:
                 return
             self._closed = True
             thread = self._thread
-            self._queue.put(_STOP)
+            self._queue.put(None)
         if thread is not None:
             await asyncio.to_thread(thread.join)
 
@@ -107,18 +106,18 @@ class GroupCommitter:
             stopping = False
             while not stopping:
                 first = self._queue.get()
-                if first is _STOP:
+                if first is None:
                     break
-                batch: list[_Job[Any]] = [first]  # type: ignore[list-item]
+                batch = [first]
                 while len(batch) < self.max_batch:
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    if item is _STOP:
+                    if item is None:
                         stopping = True
                         break
-                    batch.append(item)  # type: ignore[arg-type]
+                    batch.append(item)
                 self._run_batch(connection, batch)
         finally:
             connection.close()
@@ -163,7 +162,7 @@ class GroupCommitter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Job):
+            if item is not None:
                 _deliver(_Outcome(item, error=exc))
 
 

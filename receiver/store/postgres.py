@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
@@ -26,7 +25,6 @@ import asyncpg
 
 from receiver.errors import IdempotencyMismatch, NotFound
 from receiver.events import (
-    CallbackMode,
     Delivery,
     DeliveryState,
     DueDelivery,
@@ -37,19 +35,19 @@ from receiver.events import (
 )
 from receiver.store import postgres_schema
 from receiver.store.base import DeliveryFilter, Ingest
+from receiver.store.rows import (
+    DELIVERY_COLUMNS,
+    JOB_COLUMNS,
+    TERMINAL,
+    delivery_from_row,
+    filter_clause,
+    job_from_row,
+    job_values,
+    statuses_behind,
+)
 from receiver.store.wakeup import WorkSignal
 
 CHANNEL = "relay_work"
-_TERMINAL = [status.value for status in JobStatus if status.terminal]
-_JOB_COLUMNS = (
-    "id, provider, parent_id, action, ref, status, callback_mode, provider_task_id,"
-    " callback_secret, sinks, created_at, submitted_at, finished_at, next_poll_at, deadline_at"
-)
-_DELIVERY_COLUMNS = (
-    "id, event_id, job_id, sink, state, attempts, next_attempt_at, last_status, last_error,"
-    " created_at, updated_at"
-)
-
 Record = asyncpg.Record
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[Record]"
 
@@ -88,40 +86,16 @@ SELECT (SELECT count(*) FROM event) + 0 * (SELECT count(*) FROM wake)
 
 
 def _job(row: Record) -> Job:
-    sinks = row["sinks"]
-    return Job(
-        id=row["id"],
-        provider=row["provider"],
-        parent_id=row["parent_id"],
-        action=row["action"],
-        ref=row["ref"],
-        status=JobStatus(row["status"]),
-        callback_mode=CallbackMode(row["callback_mode"]),
-        created_at=row["created_at"],
-        provider_task_id=row["provider_task_id"],
-        callback_secret=row["callback_secret"],
-        sinks=None if sinks is None else tuple(json.loads(sinks)),
-        submitted_at=row["submitted_at"],
-        finished_at=row["finished_at"],
-        next_poll_at=row["next_poll_at"],
-        deadline_at=row["deadline_at"],
-    )
+    return job_from_row(row, _same)
 
 
 def _delivery(row: Record) -> Delivery:
-    return Delivery(
-        id=row["id"],
-        event_id=row["event_id"],
-        job_id=row["job_id"],
-        sink=row["sink"],
-        state=DeliveryState(row["state"]),
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        last_status=row["last_status"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return delivery_from_row(row, _same)
+
+
+def _same(moment: datetime | None) -> datetime | None:
+    """asyncpg already decodes timestamptz to aware UTC datetimes."""
+    return moment
 
 
 def _rowcount(status: str) -> int:
@@ -131,19 +105,7 @@ def _rowcount(status: str) -> int:
 
 def _where(where: DeliveryFilter, first: int) -> tuple[str, list[Any]]:
     """A WHERE clause for ``where`` whose placeholders start at ``$first``."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("id", where.delivery_id),
-        ("state", where.state.value if where.state is not None else None),
-        ("sink", where.sink),
-        ("job_id", where.job_id),
-        ("event_id", where.event_id),
-    ):
-        if value is not None:
-            params.append(value)
-            clauses.append(f"{column} = ${first + len(params) - 1}")
-    return (" AND ".join(clauses) or "TRUE"), params
+    return filter_clause(where, lambda n: f"${first + n - 1}")
 
 
 class PostgresStore:
@@ -225,23 +187,9 @@ class PostgresStore:
                         )
                     return _job(row), False
             await c.execute(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES"
+                f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES"
                 " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15)",
-                job.id,
-                job.provider,
-                job.parent_id,
-                job.action,
-                job.ref,
-                job.status.value,
-                job.callback_mode.value,
-                job.provider_task_id,
-                job.callback_secret,
-                None if job.sinks is None else json.dumps(list(job.sinks)),
-                job.created_at,
-                job.submitted_at,
-                job.finished_at,
-                job.next_poll_at,
-                job.deadline_at,
+                *job_values(job, _same),
             )
             if job.next_poll_at is not None:
                 await self._notify(c)
@@ -264,11 +212,11 @@ class PostgresStore:
                 " status = CASE WHEN status = 'queued' THEN 'submitted' ELSE status END,"
                 " next_poll_at = CASE WHEN status = ANY($4::text[]) THEN NULL"
                 " ELSE $5::timestamptz END,"
-                f" poll_lease_until = NULL WHERE id = $6 RETURNING {_JOB_COLUMNS}",
+                f" poll_lease_until = NULL WHERE id = $6 RETURNING {JOB_COLUMNS}",
                 provider_task_id,
                 submitted_at,
                 deadline_at,
-                _TERMINAL,
+                TERMINAL,
                 next_poll_at,
                 job_id,
             )
@@ -288,14 +236,14 @@ class PostgresStore:
 
     async def get_job(self, job_id: str) -> Job | None:
         row = await (await self._db()).fetchrow(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1", job_id
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id
         )
         return None if row is None else _job(row)
 
     async def find_job_by_task(self, provider: str, provider_task_id: str) -> Job | None:
         """The earliest job bound to that provider task (useapi may bind two)."""
         row = await (await self._db()).fetchrow(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE provider = $1 AND provider_task_id = $2"
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE provider = $1 AND provider_task_id = $2"
             " ORDER BY created_at, id LIMIT 1",
             provider,
             provider_task_id,
@@ -311,7 +259,7 @@ class PostgresStore:
         limit: int = 100,
     ) -> list[Job]:
         rows = await (await self._db()).fetch(
-            f"SELECT {_JOB_COLUMNS} FROM jobs"
+            f"SELECT {JOB_COLUMNS} FROM jobs"
             " WHERE ($1::text IS NULL OR ref = $1) AND ($2::text IS NULL OR status = $2)"
             " AND ($3::text IS NULL OR provider = $3)"
             " ORDER BY created_at DESC, id DESC LIMIT $4",
@@ -351,7 +299,7 @@ class PostgresStore:
             sinks,
             record.provider_task_id,
             status.value if status is not None else None,
-            [s.value for s in JobStatus if status is not None and s.rank < status.rank],
+            statuses_behind(status) if status is not None else [],
             record.finished_at,
             status is not None and status.terminal,
             CHANNEL,
@@ -456,14 +404,14 @@ class PostgresStore:
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         row = await (await self._db()).fetchrow(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = $1", delivery_id
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1", delivery_id
         )
         return None if row is None else _delivery(row)
 
     async def list_deliveries(self, where: DeliveryFilter, *, limit: int = 100) -> list[Delivery]:
         clause, params = _where(where, 2)
         rows = await (await self._db()).fetch(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {clause} ORDER BY seq DESC LIMIT $1",
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {clause} ORDER BY seq DESC LIMIT $1",
             limit,
             *params,
         )
@@ -513,7 +461,7 @@ class PostgresStore:
             " UPDATE jobs SET poll_lease_until = $4 FROM due WHERE jobs.id = due.id"
             " RETURNING jobs.*",
             now,
-            _TERMINAL,
+            TERMINAL,
             limit,
             now + timedelta(seconds=lease_s),
         )
@@ -525,7 +473,7 @@ class PostgresStore:
                 "UPDATE jobs SET poll_lease_until = NULL, next_poll_at ="
                 " CASE WHEN status = ANY($1::text[]) THEN NULL ELSE $2::timestamptz END"
                 " WHERE id = $3",
-                _TERMINAL,
+                TERMINAL,
                 next_poll_at,
                 job_id,
             )

@@ -14,7 +14,6 @@ use PostgreSQL, whose LISTEN/NOTIFY reaches every process.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Collection
@@ -23,32 +22,24 @@ from pathlib import Path
 from typing import Any
 
 from receiver.errors import ConfigError, IdempotencyMismatch, NotFound
-from receiver.events import (
-    CallbackMode,
-    Delivery,
-    DeliveryState,
-    DueDelivery,
-    Event,
-    Job,
-    JobStatus,
-    new_id,
-)
+from receiver.events import Delivery, DeliveryState, DueDelivery, Event, Job, JobStatus, new_id
 from receiver.store import sqlite_schema
 from receiver.store.base import DeliveryFilter, Ingest
 from receiver.store.group_commit import CommitStats, GroupCommitter
+from receiver.store.rows import (
+    DELIVERY_COLUMNS,
+    JOB_COLUMNS,
+    TERMINAL,
+    delivery_from_row,
+    filter_clause,
+    job_from_row,
+    job_values,
+    statuses_behind,
+)
 from receiver.store.wakeup import WorkSignal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_TERMINAL = tuple(status.value for status in JobStatus if status.terminal)
-_JOB_COLUMNS = (
-    "id, provider, parent_id, action, ref, status, callback_mode, provider_task_id,"
-    " callback_secret, sinks, created_at, submitted_at, finished_at, next_poll_at, deadline_at"
-)
-_DELIVERY_COLUMNS = (
-    "id, event_id, job_id, sink, state, attempts, next_attempt_at, last_status, last_error,"
-    " created_at, updated_at"
-)
 
 
 def _us(moment: datetime) -> int:
@@ -64,45 +55,12 @@ def _at(us: int | None) -> datetime | None:
     return None if us is None else _EPOCH + us * _MICROSECOND
 
 
-def _at_required(us: int) -> datetime:
-    return _EPOCH + us * _MICROSECOND
-
-
 def _job(row: sqlite3.Row) -> Job:
-    sinks = row["sinks"]
-    return Job(
-        id=row["id"],
-        provider=row["provider"],
-        parent_id=row["parent_id"],
-        action=row["action"],
-        ref=row["ref"],
-        status=JobStatus(row["status"]),
-        callback_mode=CallbackMode(row["callback_mode"]),
-        created_at=_at_required(row["created_at"]),
-        provider_task_id=row["provider_task_id"],
-        callback_secret=row["callback_secret"],
-        sinks=None if sinks is None else tuple(json.loads(sinks)),
-        submitted_at=_at(row["submitted_at"]),
-        finished_at=_at(row["finished_at"]),
-        next_poll_at=_at(row["next_poll_at"]),
-        deadline_at=_at(row["deadline_at"]),
-    )
+    return job_from_row(row, _at)
 
 
 def _delivery(row: sqlite3.Row) -> Delivery:
-    return Delivery(
-        id=row["id"],
-        event_id=row["event_id"],
-        job_id=row["job_id"],
-        sink=row["sink"],
-        state=DeliveryState(row["state"]),
-        attempts=row["attempts"],
-        next_attempt_at=_at(row["next_attempt_at"]),
-        last_status=row["last_status"],
-        last_error=row["last_error"],
-        created_at=_at_required(row["created_at"]),
-        updated_at=_at_required(row["updated_at"]),
-    )
+    return delivery_from_row(row, _at)
 
 
 def _placeholders(count: int) -> str:
@@ -110,19 +68,7 @@ def _placeholders(count: int) -> str:
 
 
 def _where(where: DeliveryFilter) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("id", where.delivery_id),
-        ("state", where.state.value if where.state is not None else None),
-        ("sink", where.sink),
-        ("job_id", where.job_id),
-        ("event_id", where.event_id),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    return (" AND ".join(clauses) or "1 = 1"), params
+    return filter_clause(where, lambda _: "?")
 
 
 class SqliteStore:
@@ -191,24 +137,8 @@ class SqliteStore:
                     if existing is not None:
                         return existing, False
             c.execute(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_placeholders(15)})",
-                (
-                    job.id,
-                    job.provider,
-                    job.parent_id,
-                    job.action,
-                    job.ref,
-                    job.status.value,
-                    job.callback_mode.value,
-                    job.provider_task_id,
-                    job.callback_secret,
-                    None if job.sinks is None else json.dumps(list(job.sinks)),
-                    _us(job.created_at),
-                    _us_or_none(job.submitted_at),
-                    _us_or_none(job.finished_at),
-                    _us_or_none(job.next_poll_at),
-                    _us_or_none(job.deadline_at),
-                ),
+                f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({_placeholders(15)})",
+                job_values(job, _us_or_none),
             )
             if idempotency_key is not None:
                 c.execute(
@@ -237,16 +167,16 @@ class SqliteStore:
             row = c.execute(
                 "UPDATE jobs SET provider_task_id = ?, submitted_at = ?, deadline_at = ?,"
                 " status = CASE WHEN status = ? THEN ? ELSE status END,"
-                f" next_poll_at = CASE WHEN status IN ({_placeholders(len(_TERMINAL))})"
+                f" next_poll_at = CASE WHEN status IN ({_placeholders(len(TERMINAL))})"
                 " THEN NULL ELSE ? END, poll_lease_until = NULL"
-                f" WHERE id = ? RETURNING {_JOB_COLUMNS}",
+                f" WHERE id = ? RETURNING {JOB_COLUMNS}",
                 (
                     provider_task_id,
                     _us(submitted_at),
                     _us_or_none(deadline_at),
                     JobStatus.QUEUED.value,
                     JobStatus.SUBMITTED.value,
-                    *_TERMINAL,
+                    *TERMINAL,
                     _us_or_none(next_poll_at),
                     job_id,
                 ),
@@ -275,7 +205,7 @@ class SqliteStore:
 
         def run(c: sqlite3.Connection) -> Job | None:
             row = c.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE provider = ? AND provider_task_id = ?"
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE provider = ? AND provider_task_id = ?"
                 " ORDER BY created_at, id LIMIT 1",
                 (provider, provider_task_id),
             ).fetchone()
@@ -301,7 +231,7 @@ class SqliteStore:
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(clauses) or '1 = 1'}"
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(clauses) or '1 = 1'}"
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
 
         def run(c: sqlite3.Connection) -> list[Job]:
@@ -402,7 +332,7 @@ class SqliteStore:
                 "    AND (lease_until IS NULL OR lease_until <= ?)"
                 f"   AND sink NOT IN ({_placeholders(len(excluded))})"
                 "  ORDER BY next_attempt_at, seq LIMIT ?"
-                f") RETURNING {_DELIVERY_COLUMNS}",
+                f") RETURNING {DELIVERY_COLUMNS}",
                 (owner, until, at, at, *excluded, limit),
             ).fetchall()
             deliveries = sorted(
@@ -478,7 +408,7 @@ class SqliteStore:
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         def run(c: sqlite3.Connection) -> Delivery | None:
             row = c.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
             ).fetchone()
             return None if row is None else _delivery(row)
 
@@ -489,7 +419,7 @@ class SqliteStore:
 
         def run(c: sqlite3.Connection) -> list[Delivery]:
             rows = c.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {clause}"
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {clause}"
                 " ORDER BY seq DESC LIMIT ?",
                 (*params, limit),
             )
@@ -546,10 +476,10 @@ class SqliteStore:
                 "UPDATE jobs SET poll_lease_until = ? WHERE id IN ("
                 "  SELECT id FROM jobs WHERE next_poll_at IS NOT NULL AND next_poll_at <= ?"
                 "    AND (poll_lease_until IS NULL OR poll_lease_until <= ?)"
-                f"   AND status NOT IN ({_placeholders(len(_TERMINAL))})"
+                f"   AND status NOT IN ({_placeholders(len(TERMINAL))})"
                 "  ORDER BY next_poll_at, id LIMIT ?"
-                f") RETURNING {_JOB_COLUMNS}",
-                (until, at, at, *_TERMINAL, limit),
+                f") RETURNING {JOB_COLUMNS}",
+                (until, at, at, *TERMINAL, limit),
             ).fetchall()
             jobs = [_job(row) for row in rows]
             return sorted(jobs, key=lambda job: (job.next_poll_at, job.id))
@@ -557,12 +487,12 @@ class SqliteStore:
         return await self._writer.submit(run)
 
     async def set_next_poll(self, job_id: str, next_poll_at: datetime | None) -> None:
-        params = (*_TERMINAL, _us_or_none(next_poll_at), job_id)
+        params = (*TERMINAL, _us_or_none(next_poll_at), job_id)
 
         def run(c: sqlite3.Connection) -> None:
             c.execute(
                 "UPDATE jobs SET poll_lease_until = NULL, next_poll_at = CASE"
-                f" WHEN status IN ({_placeholders(len(_TERMINAL))}) THEN NULL ELSE ? END"
+                f" WHEN status IN ({_placeholders(len(TERMINAL))}) THEN NULL ELSE ? END"
                 " WHERE id = ?",
                 params,
             )
@@ -582,7 +512,7 @@ def _ping(c: sqlite3.Connection) -> None:
 
 
 def _get_job(c: sqlite3.Connection, job_id: str) -> Job | None:
-    row = c.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    row = c.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return None if row is None else _job(row)
 
 
@@ -596,7 +526,7 @@ def _advance_job(c: sqlite3.Connection, record: Ingest) -> None:
     status = record.job_status
     if status is None:
         return
-    behind = [s.value for s in JobStatus if s.rank < status.rank]
+    behind = statuses_behind(status)
     if not behind:
         return
     c.execute(
