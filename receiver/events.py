@@ -117,10 +117,6 @@ def isoformat(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def from_epoch(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
-
-
 def new_id(prefix: str) -> str:
     """A random, URL-safe identifier such as ``job_3f9a…``."""
     return f"{prefix}_{secrets.token_hex(12)}"
