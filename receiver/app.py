@@ -1,5 +1,7 @@
-"""The ASGI app factory. The lifespan owns the store, the HTTP client, and (in the
-default in-process mode) the delivery worker and the poller."""
+"""The ASGI app factory. The lifespan builds the ``Runtime`` (store, HTTP client,
+providers, sinks and the collaborators over them), hands the routes their parts through
+the lifespan state, and (in the default in-process mode) runs the delivery worker and
+the poller."""
 
 from __future__ import annotations
 
@@ -18,12 +20,10 @@ from starlette.responses import JSONResponse, Response
 
 from receiver.errors import ConfigError, RelayError
 from receiver.logs import RequestLogMiddleware, configure_logging
-from receiver.poller import run_poller
 from receiver.routes import callbacks, deliveries, health, jobs, upscales
-from receiver.runtime import Relay
+from receiver.runtime import Runtime
 from receiver.settings import DeliveryMode, Settings, load_settings
 from receiver.store import Store
-from receiver.worker import DeliveryWorker
 
 log = structlog.get_logger("relay.app")
 SHUTDOWN_GRACE_S = 5.0  # in-flight deliveries get this long to finish on shutdown
@@ -51,21 +51,30 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             raise ConfigError(["RELAY_DELIVERY_MODE=inline needs a networked store (PostgreSQL)"])
         for warning in resolved.warnings:
             log.warning("config.warning", message=warning)
-        async with Relay.open(resolved, store=store) as relay:
-            state: dict[str, Any] = {"relay": relay}
+        async with Runtime.open(resolved, store=store) as runtime:
+            # what the routes reach through ``request.state`` (receiver.routes.common)
+            state: dict[str, Any] = {
+                "settings": resolved,
+                "store": runtime.store,
+                "sinks": runtime.sinks,
+                "metrics": runtime.metrics,
+                "ingestor": runtime.ingestor,
+                "submitter": runtime.submitter,
+            }
             background: list[asyncio.Task[None]] = []
             if resolved.delivery_mode is DeliveryMode.INPROCESS:
-                worker = DeliveryWorker(relay, grace_s=SHUTDOWN_GRACE_S)
+                worker = runtime.worker(grace_s=SHUTDOWN_GRACE_S)
                 state["worker"] = worker
                 background.append(asyncio.create_task(worker.run(), name="relay-worker"))
-                background.append(asyncio.create_task(run_poller(relay), name="relay-poller"))
+                poller = runtime.poller.run()
+                background.append(asyncio.create_task(poller, name="relay-poller"))
             elif resolved.delivery_mode is DeliveryMode.INLINE:
-                state["inline_worker"] = DeliveryWorker(relay)
+                state["inline_worker"] = runtime.worker()
             log.info(
                 "relay.started",
                 mode=resolved.delivery_mode.value,
-                providers=sorted(relay.providers),
-                sinks=sorted(relay.sinks),
+                providers=sorted(runtime.providers),
+                sinks=sorted(runtime.sinks),
             )
             try:
                 yield state

@@ -66,32 +66,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return asyncio.run(_worker(settings, once=args.once, budget_s=args.budget))
 
 
-async def work_once(settings: Settings, budget_s: float) -> int:
-    """What ``relay worker --once`` does (also the scheduled serverless function): submit
-    queued jobs, poll due ones, deliver what is due within ``budget_s``. Returns the
-    number of deliveries attempted."""
-    from receiver.poller import poll_due
-    from receiver.runtime import Relay
-    from receiver.submission import dispatch_queued
-    from receiver.worker import DeliveryWorker
-
-    async with Relay.open(settings) as relay:
-        await dispatch_queued(relay)
-        await poll_due(relay)
-        return await DeliveryWorker(relay).drain(budget_s)
-
-
 async def _worker(settings: Settings, *, once: bool, budget_s: float) -> int:
-    from receiver.poller import run_poller
-    from receiver.runtime import Relay
-    from receiver.worker import DeliveryWorker
+    from receiver.once import work_once
+    from receiver.runtime import Runtime
 
     if once:
         print(json.dumps({"attempted": await work_once(settings, budget_s)}))
         return 0
-    async with Relay.open(settings) as relay:
-        worker = DeliveryWorker(relay, grace_s=SHUTDOWN_GRACE_S)
-        tasks = [asyncio.create_task(worker.run()), asyncio.create_task(run_poller(relay))]
+    async with Runtime.open(settings) as runtime:
+        worker = runtime.worker(grace_s=SHUTDOWN_GRACE_S)
+        tasks = [asyncio.create_task(worker.run()), asyncio.create_task(runtime.poller.run())]
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             # a deploy's SIGTERM: finish in-flight deliveries instead of abandoning them
@@ -204,10 +188,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     settings = _settings()
 
     async def main() -> int:
-        from receiver.runtime import Relay
-        from receiver.submission import parse_upscale_request, submit_upscale
+        from receiver.runtime import Runtime
 
-        async with Relay.open(settings) as relay:
+        async with Runtime.open(settings) as runtime:
             body: dict[str, Any] = {
                 "provider": args.provider,
                 "parent_id": args.parent,
@@ -217,9 +200,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 body["ref"] = args.ref
             if args.sink:
                 body["sinks"] = args.sink
-            job, _created = await submit_upscale(
-                relay, parse_upscale_request(relay, body), args.idempotency_key
-            )
+            submitter = runtime.submitter
+            job, _created = await submitter.submit(submitter.parse(body), args.idempotency_key)
             _print_json(job.view())
         return 0
 

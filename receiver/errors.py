@@ -6,10 +6,12 @@
     │   ├── BadRequest              400 malformed JSON or fields
     │   │   └── PayloadError        400 a provider body without a field we need
     │   ├── Unauthorized            401 bad/missing token, secret or signature
-    │   ├── NotFound                404 unknown provider, job, delivery
+    │   ├── NotFound                404 unknown job, delivery, callback URL's job
+    │   │   └── UnknownProvider     404 no provider of that name is configured
     │   ├── Conflict                409 a valid token whose body names another job's task
     │   ├── PayloadTooLarge         413 body over the limit
     │   ├── IdempotencyMismatch     422 same Idempotency-Key, another body
+    │   ├── UnknownSink             422 a submission names a sink that is not configured
     │   └── UnsupportedAction       422 the provider cannot do this action
     ├── ProviderError               a provider refused or failed a request we made
     │   ├── ProviderRejected        422
@@ -87,6 +89,15 @@ class NotFound(ClientError):
     code = "not_found"
 
 
+class UnknownProvider(NotFound):
+    """No provider of that name is configured (submit and callbacks alike)."""
+
+    code = "unknown_provider"
+
+    def __init__(self, provider: str, **context: Any) -> None:
+        super().__init__(f"provider {provider!r} is not configured", provider=provider, **context)
+
+
 class Conflict(ClientError):
     http_status = 409
     code = "conflict"
@@ -100,6 +111,11 @@ class PayloadTooLarge(ClientError):
 class IdempotencyMismatch(ClientError):
     http_status = 422
     code = "idempotency_key_reused"
+
+
+class UnknownSink(ClientError):
+    http_status = 422
+    code = "unknown_sink"
 
 
 class UnsupportedAction(ClientError):

@@ -1,66 +1,66 @@
-"""The relay's live resources for one process: store, HTTP client, providers, sinks,
-tokens and metrics, opened and closed together."""
+"""The relay's parts for one process, built once: the resources (store, one shared
+``httpx.AsyncClient``, providers, sinks, tokens, metrics) and the collaborators made
+from them (``Ingestor``, ``Submitter``, ``Poller``, ``DeliveryWorker``), each given
+only what it uses. The app's lifespan, ``relay worker``, ``relay submit``,
+``work_once`` and the serverless handlers all build through ``Runtime.open``."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 
 import httpx
 import structlog
 
 from handlers.providers import PROVIDERS, Provider
 from handlers.sinks import SINKS, Sink
-from receiver.errors import NotFound, RelayError
+from receiver.decision import RetryPolicy
+from receiver.errors import RelayError
+from receiver.ingest import Ingestor
 from receiver.metrics import Metrics
+from receiver.poller import Poller
 from receiver.settings import Settings
 from receiver.store import Store, open_store
+from receiver.submission import Submitter
 from receiver.tokens import CallbackTokens
+from receiver.worker import DeliveryWorker
 
 log = structlog.get_logger("relay.runtime")
 
 
-@dataclass(slots=True)
-class Relay:
-    """Everything a request handler, the worker or the poller needs."""
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What ``Runtime.open`` built. Hand each consumer the part it needs, never this."""
 
     settings: Settings
     store: Store
-    client: httpx.AsyncClient
     providers: dict[str, Provider]
     sinks: dict[str, Sink]
-    tokens: CallbackTokens
-    metrics: Metrics = field(default_factory=Metrics)
-    poll_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    submit_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    provider_not_before: dict[str, datetime] = field(default_factory=dict)
+    metrics: Metrics
+    ingestor: Ingestor
+    submitter: Submitter
+    poller: Poller
 
-    def submit_lock(self, provider: str) -> asyncio.Lock:
-        """Serialises count → submit → record for a provider with a concurrency cap, so
-        concurrent submissions cannot overshoot ``max_jobs`` (within this process)."""
-        return self.submit_locks.setdefault(provider, asyncio.Lock())
-
-    def provider(self, name: str) -> Provider:
-        """The configured provider called ``name``; ``NotFound`` otherwise."""
-        provider = self.providers.get(name)
-        if provider is None:
-            raise NotFound(f"unknown provider {name!r}", provider=name)
-        return provider
-
-    def callback_url(self, job_id: str, provider: str) -> str:
-        token = self.tokens.mint(job_id, provider)
-        return f"{self.settings.public_url}/callbacks/{provider}/{token}"
+    def worker(self, *, grace_s: float = 0.0) -> DeliveryWorker:
+        """A delivery worker over this process's store and sinks."""
+        settings = self.settings
+        return DeliveryWorker(
+            self.store,
+            self.sinks,
+            RetryPolicy(settings.retry_schedule_s, settings.retry_jitter),
+            self.metrics,
+            lease_s=settings.lease_s,
+            grace_s=grace_s,
+        )
 
     @classmethod
     @asynccontextmanager
     async def open(
         cls, settings: Settings, *, migrate: bool = True, store: Store | None = None
-    ) -> AsyncIterator[Relay]:
+    ) -> AsyncIterator[Runtime]:
         """Open the store (migrating it), one shared ``httpx.AsyncClient``, and every
-        configured provider and sink; close them all on exit."""
+        configured provider and sink; build the collaborators; close it all on exit."""
         store = store or open_store(settings.database_url)
         try:
             if migrate:
@@ -81,16 +81,8 @@ class Relay:
         sinks = {
             name: SINKS[config.type](config, client) for name, config in settings.sinks.items()
         }
-        relay = cls(
-            settings=settings,
-            store=store,
-            client=client,
-            providers=providers,
-            sinks=sinks,
-            tokens=CallbackTokens(settings.secret_keys, max_age_s=settings.callback_max_age_s),
-        )
         try:
-            yield relay
+            yield cls.build(settings, store, providers, sinks)
         finally:
             for sink in sinks.values():
                 try:
@@ -99,3 +91,28 @@ class Relay:
                     log.exception("sink.close_failed", sink=sink.config.name)
             await client.aclose()
             await store.close()
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        store: Store,
+        providers: dict[str, Provider],
+        sinks: dict[str, Sink],
+    ) -> Runtime:
+        """Wire the collaborators over already-open resources."""
+        metrics = Metrics()
+        tokens = CallbackTokens(settings.secret_keys, max_age_s=settings.callback_max_age_s)
+        ingestor = Ingestor(store, providers, tokens, settings.routes, sinks, metrics)
+        submitter = Submitter(
+            store, providers, sinks, tokens, settings.public_url, metrics, ingestor.record
+        )
+        poller = Poller(
+            store,
+            providers,
+            ingestor.record,
+            submitter.dispatch_queued,
+            metrics,
+            tick_s=settings.poll_tick_s,
+        )
+        return cls(settings, store, providers, sinks, metrics, ingestor, submitter, poller)

@@ -53,7 +53,7 @@ def build_handler(settings: Settings) -> Any:
 def build_worker_handler(settings: Settings) -> WorkerHandler:
     """A scheduled-event handler for ``settings`` doing what ``relay worker --once``
     does, within the invocation's remaining time (less a margin); refuses SQLite."""
-    from receiver.cli import work_once
+    from receiver.once import work_once
 
     problems = _networked_store(settings)
     if problems:

@@ -1,21 +1,26 @@
-"""The delivery worker: claim due deliveries, deliver, then mark, reschedule or
-dead-letter them. Per-sink concurrency limits and circuit breakers live here too."""
+"""The delivery worker: claim due deliveries, then for each one *attempt* (call the
+sink), *decide* (``receiver.decision.decide``, pure) and *record* (one
+``Store.record_outcome``). Per-sink concurrency limits and circuit breakers
+(``receiver.circuit``) live here too."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
 import time
-from dataclasses import dataclass, field
-from datetime import timedelta
-from enum import StrEnum
+from collections.abc import Callable, Mapping
+from datetime import datetime
 
 import structlog
 
+from handlers.sinks import Sink
+from receiver.circuit import Circuit, CircuitState
+from receiver.decision import AttemptResult, Decision, Disposition, RetryPolicy, decide
 from receiver.errors import DeliveryFailed
-from receiver.events import DueDelivery, utcnow
-from receiver.retry import Verdict, classify, next_attempt_at
-from receiver.runtime import Relay
+from receiver.events import DueDelivery, Event, utcnow
+from receiver.metrics import Metrics
+from receiver.retry import Verdict
+from receiver.store import DeliveryOutcome, Store
 
 log = structlog.get_logger("relay.worker")
 
@@ -24,74 +29,48 @@ STORE_ERROR_BACKOFF_S = 1.0
 BLOCKED_WAIT_S = 0.25  # due work exists but is paused or leased elsewhere
 
 
-class CircuitState(StrEnum):
-    OK = "ok"
-    PAUSED = "paused"
-    PROBING = "probing"
-
-
-@dataclass(slots=True)
-class Circuit:
-    """Consecutive-failure breaker for one sink. While paused, the sink's deliveries stay
-    pending (not claimed, no retries burnt); after the probe interval a single delivery
-    probes it: success closes the circuit and the backlog drains, failure pauses again."""
-
-    threshold: int
-    probe_interval_s: float
-    state: CircuitState = CircuitState.OK
-    failures: int = 0
-    opened_at: float = 0.0
-    last_error: str | None = None
-    probe_in_flight: bool = False
-    opened_count: int = 0
-    closed_count: int = 0
-
-    def refresh(self, now: float) -> None:
-        """Move a paused circuit to probing once its probe interval has passed."""
-        if self.state is CircuitState.PAUSED and now - self.opened_at >= self.probe_interval_s:
-            self.state = CircuitState.PROBING
-
-    def success(self) -> None:
-        """The sink answered (even with a permanent error): it is up."""
-        if self.state is not CircuitState.OK:
-            self.closed_count += 1
-        self.state = CircuitState.OK
-        self.failures = 0
-        self.probe_in_flight = False
-
-    def failure(self, error: str, now: float) -> None:
-        self.failures += 1
-        self.last_error = error
-        self.probe_in_flight = False
-        if self.state is CircuitState.PROBING or (
-            self.state is CircuitState.OK and self.failures >= self.threshold
-        ):
-            if self.state is CircuitState.OK:
-                self.opened_count += 1
-            self.state = CircuitState.PAUSED
-            self.opened_at = now
-
-
-@dataclass(slots=True)
 class DeliveryWorker:
-    """Runs deliveries for every sink of one relay. ``run()`` forever (in-process or
-    ``relay worker``), ``drain(budget_s)`` until nothing is due (``--once``, inline)."""
+    """Runs deliveries for ``sinks`` from ``store``. ``run()`` forever (in-process or
+    ``relay worker``), ``drain(budget_s)`` until nothing is due (``--once``, inline).
 
-    relay: Relay
-    batch: int = 64
-    owner: str = field(default_factory=lambda: "w-" + secrets.token_hex(4))
-    grace_s: float = 0.0
-    circuits: dict[str, Circuit] = field(default_factory=dict)
-    _semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+    ``lease_s`` is how long a claim holds a delivery; ``grace_s`` how long in-flight
+    deliveries may finish when ``run()`` is cancelled; ``clock`` a monotonic clock.
+    """
 
-    def __post_init__(self) -> None:
-        for name, sink in self.relay.sinks.items():
-            config = sink.config
-            self.circuits[name] = Circuit(
-                config.circuit_failure_threshold, config.circuit_probe_interval_s
+    def __init__(
+        self,
+        store: Store,
+        sinks: Mapping[str, Sink],
+        policy: RetryPolicy,
+        metrics: Metrics,
+        *,
+        lease_s: float = 60.0,
+        batch: int = 64,
+        owner: str | None = None,
+        grace_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.sinks = sinks
+        self.policy = policy
+        self.metrics = metrics
+        self.lease_s = lease_s
+        self.batch = batch
+        self.owner = owner or "w-" + secrets.token_hex(4)
+        self.grace_s = grace_s
+        self._clock = clock
+        self.circuits = {
+            name: Circuit(
+                sink.config.circuit_failure_threshold,
+                sink.config.circuit_probe_interval_s,
+                clock=clock,
             )
-            self._semaphores[name] = asyncio.Semaphore(config.max_concurrency)
+            for name, sink in sinks.items()
+        }
+        self._semaphores = {
+            name: asyncio.Semaphore(sink.config.max_concurrency) for name, sink in sinks.items()
+        }
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         """Deliver forever; wakes at once when new deliveries are committed."""
@@ -110,7 +89,7 @@ class DeliveryWorker:
             try:
                 claimed = await self._claim_and_start()
                 if not claimed:
-                    await self.relay.store.wait_for_work(await self._idle_wait_s())
+                    await self.store.wait_for_work(await self._idle_wait_s())
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -120,7 +99,7 @@ class DeliveryWorker:
                 await asyncio.sleep(STORE_ERROR_BACKOFF_S)
 
     async def _idle_wait_s(self) -> float:
-        due = await self.relay.store.next_due_at()
+        due = await self.store.next_due_at()
         if due is None:
             return IDLE_WAIT_S
         wait = (due - utcnow()).total_seconds()
@@ -131,22 +110,14 @@ class DeliveryWorker:
         if room <= 0:
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             return 1
-        now_m = time.monotonic()
         for circuit in self.circuits.values():
-            circuit.refresh(now_m)
+            circuit.refresh()
         not_ok = [n for n, c in self.circuits.items() if c.state is not CircuitState.OK]
-        claim = self.relay.store.claim_due
-        lease_s = self.relay.settings.lease_s
-        lease_ends = time.monotonic() + lease_s  # no later than the store's lease_until
-        due = await claim(
-            utcnow(), limit=room, lease_s=lease_s, owner=self.owner, exclude_sinks=not_ok
-        )
+        lease_ends = self._clock() + self.lease_s  # no later than the store's lease_until
+        due = await self._claim(room, exclude_sinks=not_ok)
         for name, circuit in self.circuits.items():
             if circuit.state is CircuitState.PROBING and not circuit.probe_in_flight:
-                others = [n for n in self.circuits if n != name]
-                probe = await claim(
-                    utcnow(), limit=1, lease_s=lease_s, owner=self.owner, exclude_sinks=others
-                )
+                probe = await self._claim(1, exclude_sinks=[n for n in self.circuits if n != name])
                 circuit.probe_in_flight = bool(probe)
                 due += probe
         for item in due:
@@ -154,6 +125,15 @@ class DeliveryWorker:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         return len(due)
+
+    async def _claim(self, limit: int, *, exclude_sinks: list[str]) -> list[DueDelivery]:
+        return await self.store.claim_due(
+            utcnow(),
+            limit=limit,
+            lease_s=self.lease_s,
+            owner=self.owner,
+            exclude_sinks=exclude_sinks,
+        )
 
     async def drain(self, budget_s: float) -> int:
         """Deliver what is due now until nothing is left or ``budget_s`` runs out.
@@ -193,22 +173,18 @@ class DeliveryWorker:
             log.exception("delivery.record_failed", delivery_id=item.delivery.id)
 
     async def _deliver_one(self, item: DueDelivery, lease_ends: float) -> None:
-        delivery, event = item.delivery, item.event
-        store = self.relay.store
-        sink = self.relay.sinks.get(delivery.sink)
+        """Attempt under the sink's concurrency slot, decide, record, report."""
+        delivery = item.delivery
         bound = log.bind(
             delivery_id=delivery.id,
-            event_id=event.id,
+            event_id=item.event.id,
             sink=delivery.sink,
             attempt=delivery.attempts + 1,
         )
+        sink = self.sinks.get(delivery.sink)
         if sink is None:
-            await store.mark_dead(
-                delivery.id,
-                status=None,
-                error=f"sink {delivery.sink!r} is no longer configured",
-                now=utcnow(),
-            )
+            error = f"sink {delivery.sink!r} is no longer configured"
+            await self._record(delivery.id, Decision.dead(None, error))
             bound.warning("delivery.dead", reason="sink_not_configured")
             return
         circuit = self.circuits[delivery.sink]
@@ -219,74 +195,101 @@ class DeliveryWorker:
             # outlasts the send: once it runs out, the delivery can be claimed again (by
             # any worker, this one included) and that claim sends it; sending it here too
             # would deliver it twice. Left alone, it is re-claimed when the lease expires.
-            margin_s = min(sink.config.timeout_s, self.relay.settings.lease_s / 2)
-            if waited and time.monotonic() > lease_ends - margin_s:
+            margin_s = min(sink.config.timeout_s, self.lease_s / 2)
+            if waited and self._clock() > lease_ends - margin_s:
                 circuit.probe_in_flight = False  # if this was the probe, it never went out
                 bound.info("delivery.lease_expired_waiting")
                 return
             if circuit.state is CircuitState.PAUSED:
                 # claimed before the circuit opened: put it back untried
-                await store.release(delivery.id, next_attempt_at=utcnow())
+                await self._record(delivery.id, Decision.released(utcnow()))
                 return
-            started = time.perf_counter()
-            try:
-                await sink.deliver(event)
-            except DeliveryFailed as exc:
-                failure: DeliveryFailed | None = exc
-            except Exception as exc:  # a sink bug must not kill the worker
-                bound.exception("delivery.sink_crashed")
-                failure = DeliveryFailed(f"sink error: {type(exc).__name__}")
-            else:
-                failure = None
-            elapsed = time.perf_counter() - started
-        self.relay.metrics.delivery_seconds.labels(delivery.sink).observe(elapsed)
+            result = await self._attempt(sink, item.event, bound)
+        self.metrics.delivery_seconds.labels(delivery.sink).observe(result.duration_s)
         now = utcnow()
-        if failure is None:
-            circuit.success()
-            await store.mark_delivered(delivery.id, status=200, now=now)
-            self.relay.metrics.deliveries.labels(delivery.sink, "delivered").inc()
-            bound.info("delivery.delivered", duration_ms=round(elapsed * 1000, 2))
-            return
-        if failure.throttled:
-            # held back by the sink's own pacing: nothing was sent, no attempt used
-            wait_s = failure.retry_after_s or BLOCKED_WAIT_S
-            await store.release(delivery.id, next_attempt_at=now + timedelta(seconds=wait_s))
-            bound.debug("delivery.throttled", retry_in_s=round(wait_s, 3))
-            return
-        verdict = classify(failure)
-        if verdict is Verdict.RETRY:
-            circuit.failure(failure.message, time.monotonic())
-            config = sink.config
-            schedule = config.retry_schedule_s or self.relay.settings.retry_schedule_s
-            when = next_attempt_at(
-                now,
-                delivery.attempts + 1,
-                schedule,
-                jitter=self.relay.settings.retry_jitter,
-                retry_after_s=failure.retry_after_s,
-            )
-            if when is not None:
-                await store.schedule_retry(
-                    delivery.id,
-                    next_attempt_at=when,
-                    status=failure.status,
-                    error=failure.message,
-                    now=now,
-                )
-                self.relay.metrics.deliveries.labels(delivery.sink, "retry").inc()
-                bound.info(
-                    "delivery.retry_scheduled",
-                    status=failure.status,
-                    error=failure.message,
-                    retry_in_s=round((when - now).total_seconds(), 3),
-                    circuit=circuit.state.value,
-                )
-                return
-            message = f"retries exhausted: {failure.message}"
+        decision = decide(
+            result,
+            attempts_made=delivery.attempts,
+            schedule_s=self.policy.schedule_for(sink.config.retry_schedule_s),
+            now=now,
+            jitter=self.policy.jitter,
+        )
+        _update_circuit(circuit, result)
+        await self._record(delivery.id, decision, now)
+        self._report(delivery.sink, result, decision, now, circuit, bound)
+
+    async def _attempt(
+        self, sink: Sink, event: Event, bound: structlog.BoundLogger
+    ) -> AttemptResult:
+        """Call the sink once; every failure becomes an ``AttemptResult``."""
+        started_at = utcnow()
+        started = time.perf_counter()
+        try:
+            status = await sink.deliver(event)
+        except DeliveryFailed as exc:
+            failure = exc
+        except Exception as exc:  # a sink bug must not kill the worker
+            bound.exception("delivery.sink_crashed")
+            failure = DeliveryFailed(f"sink error: {type(exc).__name__}")
         else:
-            circuit.success()
-            circuit.last_error = failure.message
-            message = failure.message
-        await store.mark_dead(delivery.id, status=failure.status, error=message, now=now)
-        self.relay.metrics.deliveries.labels(delivery.sink, "dead").inc()
-        bound.warning("delivery.dead", status=failure.status, error=message)
+            duration_s = time.perf_counter() - started
+            return AttemptResult(
+                ok=True, started_at=started_at, duration_s=duration_s, status=status
+            )
+        duration_s = time.perf_counter() - started
+        return AttemptResult.failed(failure, started_at=started_at, duration_s=duration_s)
+
+    async def _record(
+        self, delivery_id: str, decision: Decision, now: datetime | None = None
+    ) -> None:
+        """The one store call per claim."""
+        outcome = DeliveryOutcome(delivery_id, decision, now or utcnow())
+        await self.store.record_outcome(outcome)
+
+    def _report(
+        self,
+        sink: str,
+        result: AttemptResult,
+        decision: Decision,
+        now: datetime,
+        circuit: Circuit,
+        bound: structlog.BoundLogger,
+    ) -> None:
+        """One metric and one log line per attempt."""
+        disposition = decision.disposition
+        if disposition is Disposition.RELEASED:  # throttled by the sink itself: no attempt
+            retry_in_s = (decision.at - now).total_seconds() if decision.at else 0.0
+            bound.debug("delivery.throttled", retry_in_s=round(retry_in_s, 3))
+            return
+        self.metrics.deliveries.labels(sink, disposition.value).inc()
+        if disposition is Disposition.DELIVERED:
+            bound.info(
+                "delivery.delivered",
+                status=result.status,
+                duration_ms=round(result.duration_s * 1000, 2),
+            )
+        elif disposition is Disposition.RETRY:
+            assert decision.at is not None
+            bound.info(
+                "delivery.retry_scheduled",
+                status=decision.status,
+                error=decision.error,
+                retry_in_s=round((decision.at - now).total_seconds(), 3),
+                circuit=circuit.state.value,
+            )
+        else:
+            bound.warning("delivery.dead", status=decision.status, error=decision.error)
+
+
+def _update_circuit(circuit: Circuit, result: AttemptResult) -> None:
+    """Up when it answered (even with a permanent error); down on a retryable failure;
+    a throttled attempt (nothing sent) says nothing about the sink."""
+    if result.throttled:
+        return
+    verdict = result.verdict
+    if verdict is Verdict.RETRY:
+        circuit.failure(result.error or "delivery failed")
+    elif verdict is Verdict.DEAD:
+        circuit.success(error=result.error)
+    else:
+        circuit.success()

@@ -33,9 +33,10 @@ class Sink(Protocol):
     (construct with config, call with data)::
 
         sink = HttpSink(config, client)
-        await sink.deliver(event)
+        status = await sink.deliver(event)
 
-    ``deliver(event)`` returns when the destination has durably accepted the event and
+    ``deliver(event)`` returns when the destination has durably accepted the event, with
+    the HTTP status it answered (None where there is none: a file, an SDK call), and
     raises ``DeliveryFailed`` otherwise: with the destination's HTTP ``status`` when it
     answered, ``retry_after_s`` when it asked for a pause, and ``permanent=True`` for an
     answer that no retry can fix (the retry policy classifies the rest by status). It
@@ -51,7 +52,7 @@ class Sink(Protocol):
 
     def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None: ...
 
-    async def deliver(self, event: Event) -> None: ...
+    async def deliver(self, event: Event) -> int | None: ...
 
     @classmethod
     def config_problems(cls, options: Mapping[str, Any]) -> list[str]: ...

@@ -39,13 +39,14 @@ class FileSink:
         finally:
             os.close(fd)
 
-    async def deliver(self, event: Event) -> None:
+    async def deliver(self, event: Event) -> int | None:
         line = (event.to_json() + "\n").encode()
         async with self._lock:
             try:
                 await asyncio.to_thread(self._append, line)
             except OSError as exc:
                 raise DeliveryFailed(f"cannot write {self._path}: {exc.strerror}") from exc
+        return None
 
     async def aclose(self) -> None:
         return None

@@ -81,7 +81,7 @@ class HttpSink:
             )
         return headers
 
-    async def deliver(self, event: Event) -> None:
+    async def deliver(self, event: Event) -> int | None:
         body = event.to_json()
         try:
             response = await self._client.post(
@@ -93,7 +93,7 @@ class HttpSink:
         except httpx.HTTPError as exc:
             raise DeliveryFailed(http_client_error(exc)) from exc
         if 200 <= response.status_code < 300:
-            return
+            return response.status_code
         raise DeliveryFailed(
             f"HTTP {response.status_code}: {response.text[:200]}",
             status=response.status_code,

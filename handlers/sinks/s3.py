@@ -209,7 +209,7 @@ class S3Sink:
                 return s3
             return self._s3
 
-    async def deliver(self, event: Event) -> None:
+    async def deliver(self, event: Event) -> int | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         base = object_base(self._prefix, event)
@@ -230,6 +230,7 @@ class S3Sink:
             )
         except (BotoCoreError, ClientError) as exc:
             raise s3_failure(exc, self._bucket) from exc
+        return None
 
     async def _copy_image(self, s3: S3Client, url: str, base: str) -> str:
         """Stream the image at ``url`` into the bucket; return its key."""

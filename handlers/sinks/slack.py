@@ -117,7 +117,7 @@ class SlackSink:
                 problems.append(f"'{key}' must be a positive number")
         return problems
 
-    async def deliver(self, event: Event) -> None:
+    async def deliver(self, event: Event) -> int | None:
         wait_s = self._bucket.reserve(max_wait_s=self.config.timeout_s)
         if wait_s is None:
             raise DeliveryFailed(
@@ -136,7 +136,7 @@ class SlackSink:
             raise DeliveryFailed(f"Slack: {http_client_error(exc)}") from exc
         status, answer = response.status_code, response.text.strip()[:200]
         if 200 <= status < 300:
-            return
+            return status
         if status == 429:
             retry_after_s = parse_retry_after(response.headers.get("retry-after")) or 1.0
             self._bucket.pause(retry_after_s)

@@ -2,63 +2,75 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from handlers.providers import Provider
 from receiver.errors import RelayError
-from receiver.ingest import Outcome, accept_account_callback, accept_job_callback
-from receiver.routes.common import json_response, read_body, relay_of
+from receiver.ingest import Outcome
+from receiver.routes.common import (
+    ingestor_of,
+    json_response,
+    metrics_of,
+    read_body,
+    settings_of,
+    worker_of,
+)
 from receiver.settings import DeliveryMode
-from receiver.worker import DeliveryWorker
 
 log = structlog.get_logger("relay.callbacks")
 
+Accept = Callable[[Provider, bytes], Awaitable[Outcome]]
+
 
 async def job_callback(request: Request) -> Response:
-    relay = relay_of(request)
-    provider = request.path_params["provider"]
-    relay.provider(provider)  # 404 before anything else
-    try:
-        body = await read_body(request, relay.settings.max_body_bytes)
-        outcome = await accept_job_callback(
-            relay, provider, request.path_params["token"], request.headers, body
-        )
-    except RelayError as exc:
-        relay.metrics.callbacks.labels(provider, exc.code).inc()
-        log.info("callback.rejected", provider=provider, error=exc.code, status=exc.http_status)
-        raise
-    return await _answer(request, provider, outcome)
+    ingestor = ingestor_of(request)
+    token = request.path_params["token"]
+
+    def accept(provider: Provider, body: bytes) -> Awaitable[Outcome]:
+        return ingestor.job_callback(provider, token, request.headers, body)
+
+    return await _callback(request, accept)
 
 
 async def account_callback(request: Request) -> Response:
-    relay = relay_of(request)
-    provider = request.path_params["provider"]
-    relay.provider(provider)
+    ingestor = ingestor_of(request)
+
+    def accept(provider: Provider, body: bytes) -> Awaitable[Outcome]:
+        return ingestor.account_callback(provider, request.headers, body)
+
+    return await _callback(request, accept)
+
+
+async def _callback(request: Request, accept: Accept) -> Response:
+    """Look the provider up (404 before anything else), read the body, ``accept`` it;
+    count and log a rejection, then let the error handler answer it."""
+    settings = settings_of(request)
+    metrics = metrics_of(request)
+    name = request.path_params["provider"]
+    provider = ingestor_of(request).provider(name)
     try:
-        body = await read_body(request, relay.settings.max_body_bytes)
-        outcome = await accept_account_callback(relay, provider, request.headers, body)
+        body = await read_body(request, settings.max_body_bytes)
+        outcome = await accept(provider, body)
     except RelayError as exc:
-        relay.metrics.callbacks.labels(provider, exc.code).inc()
-        log.info("callback.rejected", provider=provider, error=exc.code, status=exc.http_status)
+        metrics.callbacks.labels(name, exc.code).inc()
+        log.info("callback.rejected", provider=name, error=exc.code, status=exc.http_status)
         raise
-    return await _answer(request, provider, outcome)
-
-
-async def _answer(request: Request, provider: str, outcome: Outcome) -> Response:
-    relay = relay_of(request)
     label = "duplicate" if outcome.duplicate else "accepted"
-    relay.metrics.callbacks.labels(provider, label).inc()
+    metrics.callbacks.labels(name, label).inc()
     log.info(
         "callback." + label,
-        provider=provider,
+        provider=name,
         event_id=outcome.event_id,
         awaiting_confirmation=outcome.awaiting_confirmation,
     )
-    if relay.settings.delivery_mode is DeliveryMode.INLINE and not outcome.duplicate:
-        worker: DeliveryWorker = request.state.inline_worker
-        await worker.drain(relay.settings.inline_budget_s)
+    inline = worker_of(request, "inline_worker")
+    if settings.delivery_mode is DeliveryMode.INLINE and inline and not outcome.duplicate:
+        await inline.drain(settings.inline_budget_s)
     return json_response({"ok": True, "event_id": outcome.event_id, "duplicate": outcome.duplicate})
 
 

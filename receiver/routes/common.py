@@ -1,4 +1,5 @@
-"""What every route shares: reaching the relay, auth, bounded body reads, JSON."""
+"""What every route shares: its collaborators (from the lifespan state), auth, bounded
+body reads, JSON."""
 
 from __future__ import annotations
 
@@ -8,19 +9,57 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from handlers.sinks import Sink
 from receiver.errors import BadRequest, PayloadTooLarge, Unauthorized
+from receiver.ingest import Ingestor
 from receiver.jsonbody import decode_json
-from receiver.runtime import Relay
+from receiver.metrics import Metrics
+from receiver.settings import Settings
+from receiver.store import Store
+from receiver.submission import Submitter
+from receiver.worker import DeliveryWorker
 
 
-def relay_of(request: Request) -> Relay:
-    relay: Relay = request.state.relay
-    return relay
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.state.settings
+    return settings
+
+
+def store_of(request: Request) -> Store:
+    store: Store = request.state.store
+    return store
+
+
+def metrics_of(request: Request) -> Metrics:
+    metrics: Metrics = request.state.metrics
+    return metrics
+
+
+def sinks_of(request: Request) -> dict[str, Sink]:
+    sinks: dict[str, Sink] = request.state.sinks
+    return sinks
+
+
+def ingestor_of(request: Request) -> Ingestor:
+    ingestor: Ingestor = request.state.ingestor
+    return ingestor
+
+
+def submitter_of(request: Request) -> Submitter:
+    submitter: Submitter = request.state.submitter
+    return submitter
+
+
+def worker_of(request: Request, key: str = "worker") -> DeliveryWorker | None:
+    """The in-process (``worker``) or inline (``inline_worker``) worker, if this process
+    has one."""
+    worker: DeliveryWorker | None = getattr(request.state, key, None)
+    return worker
 
 
 def require_api_token(request: Request) -> None:
     """``Authorization: Bearer $RELAY_API_TOKEN``, compared in constant time."""
-    expected = relay_of(request).settings.api_token or ""
+    expected = settings_of(request).api_token or ""
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given or not expected:
@@ -45,7 +84,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_json(request: Request) -> Any:
-    body = await read_body(request, relay_of(request).settings.max_body_bytes)
+    body = await read_body(request, settings_of(request).max_body_bytes)
     if not body:
         raise BadRequest("body is empty; send JSON")
     return decode_json(body)

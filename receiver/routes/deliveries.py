@@ -13,8 +13,11 @@ from receiver.routes.common import (
     json_response,
     query_int,
     read_body,
-    relay_of,
     require_api_token,
+    settings_of,
+    sinks_of,
+    store_of,
+    worker_of,
 )
 from receiver.store import DeliveryFilter
 
@@ -39,7 +42,7 @@ async def list_deliveries(request: Request) -> Response:
         job_id=params.get("job_id"),
         event_id=params.get("event_id"),
     )
-    deliveries = await relay_of(request).store.list_deliveries(
+    deliveries = await store_of(request).list_deliveries(
         where, limit=query_int(request, "limit", 100, 1000)
     )
     return json_response({"deliveries": [d.view() for d in deliveries]})
@@ -47,7 +50,7 @@ async def list_deliveries(request: Request) -> Response:
 
 async def retry_one(request: Request) -> Response:
     require_api_token(request)
-    store = relay_of(request).store
+    store = store_of(request)
     delivery_id = request.path_params["delivery_id"]
     if await store.get_delivery(delivery_id) is None:
         raise NotFound("no such delivery")
@@ -58,7 +61,7 @@ async def retry_one(request: Request) -> Response:
 async def retry_many(request: Request) -> Response:
     """Replay every delivery matching ``{"state"?, "sink"?, "job_id"?}`` (default: dead)."""
     require_api_token(request)
-    raw = await read_body(request, relay_of(request).settings.max_body_bytes)
+    raw = await read_body(request, settings_of(request).max_body_bytes)
     body = decode_json(raw) if raw.strip() else {}
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
@@ -70,17 +73,16 @@ async def retry_many(request: Request) -> Response:
         sink=body.get("sink"),
         job_id=body.get("job_id"),
     )
-    count = await relay_of(request).store.replay(where, utcnow())
+    count = await store_of(request).replay(where, utcnow())
     return json_response({"replayed": count}, status_code=202)
 
 
 async def list_sinks(request: Request) -> Response:
     require_api_token(request)
-    relay = relay_of(request)
-    backlog = await relay.store.backlog_by_sink()
-    worker = getattr(request.state, "worker", None)
+    backlog = await store_of(request).backlog_by_sink()
+    worker = worker_of(request)
     views = []
-    for name, sink in relay.sinks.items():
+    for name, sink in sinks_of(request).items():
         circuit = worker.circuits.get(name) if worker is not None else None
         views.append(
             {

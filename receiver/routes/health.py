@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver.routes.common import json_response, relay_of
+from receiver.routes.common import json_response, metrics_of, store_of
 
 
 async def healthz(request: Request) -> Response:
@@ -16,14 +16,14 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     try:
-        await relay_of(request).store.ping()
+        await store_of(request).ping()
     except Exception:
         return json_response({"status": "unavailable", "store": "down"}, status_code=503)
     return json_response({"status": "ok", "store": "up"})
 
 
 async def metrics(request: Request) -> Response:
-    return Response(relay_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics_of(request).render(), media_type=CONTENT_TYPE_LATEST)
 
 
 routes = [

@@ -8,12 +8,12 @@ from starlette.routing import Route
 
 from receiver.errors import BadRequest, NotFound
 from receiver.events import JobStatus
-from receiver.routes.common import json_response, query_int, relay_of, require_api_token
+from receiver.routes.common import json_response, query_int, require_api_token, store_of
 
 
 async def get_job(request: Request) -> Response:
     require_api_token(request)
-    store = relay_of(request).store
+    store = store_of(request)
     job = await store.get_job(request.path_params["job_id"])
     if job is None:
         raise NotFound("no such job")
@@ -30,7 +30,7 @@ async def list_jobs(request: Request) -> Response:
         raise BadRequest(
             f"status must be one of {', '.join(s.value for s in JobStatus)}", field="status"
         ) from exc
-    jobs = await relay_of(request).store.list_jobs(
+    jobs = await store_of(request).list_jobs(
         ref=params.get("ref"),
         status=status,
         provider=params.get("provider"),

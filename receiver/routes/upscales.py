@@ -8,18 +8,17 @@ from starlette.routing import Route
 
 from receiver.errors import BadRequest
 from receiver.events import JobStatus
-from receiver.routes.common import json_response, read_json, relay_of, require_api_token
-from receiver.submission import parse_upscale_request, submit_upscale
+from receiver.routes.common import json_response, read_json, require_api_token, submitter_of
 
 
 async def create_upscale(request: Request) -> Response:
     require_api_token(request)
-    relay = relay_of(request)
+    submitter = submitter_of(request)
     body = await read_json(request)
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= 255):
         raise BadRequest("Idempotency-Key must be 1-255 characters")
-    job, created = await submit_upscale(relay, parse_upscale_request(relay, body), key)
+    job, created = await submitter.submit(submitter.parse(body), key)
     answer = {
         "job_id": job.id,
         "provider": job.provider,

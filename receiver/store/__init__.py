@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from receiver.store.base import DeliveryFilter, Ingest, Store
+from receiver.store.base import DeliveryFilter, DeliveryOutcome, Ingest, Store
 
-__all__ = ["DeliveryFilter", "Ingest", "Store", "open_store", "split_schema"]
+__all__ = ["DeliveryFilter", "DeliveryOutcome", "Ingest", "Store", "open_store", "split_schema"]
 
 
 def split_schema(database_url: str) -> tuple[str, str]:

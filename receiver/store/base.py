@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from receiver.decision import Decision
 from receiver.events import Delivery, DeliveryState, DueDelivery, Event, Job, JobStatus
 
 
@@ -29,6 +30,22 @@ class Ingest:
     now: datetime
     provider_task_id: str | None = None
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """What to record for one leased delivery after an attempt (or a release).
+
+    ``decision`` says where the delivery goes (delivered, retry at, dead, released at)
+    and the ``last_status`` / ``last_error`` it keeps; ``now`` is its ``updated_at``.
+    The store applies it only while the delivery is still pending, and drops the lease.
+    Facts about the attempt itself (number, timing, host …) belong here too, so that a
+    store can write them in the same transaction.
+    """
+
+    delivery_id: str
+    decision: Decision
+    now: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +79,11 @@ class Store(Protocol):
     Deliveries
         ``claim_due`` leases up to ``limit`` pending deliveries due at ``now`` (skipping
         ``exclude_sinks`` and those leased by someone else), for ``lease_s``; a worker
-        that dies loses its lease and another claims the delivery. Each attempt ends
-        in ``mark_delivered``, ``schedule_retry`` or ``mark_dead`` (each counts one
-        attempt) or ``release`` (puts it back untried, e.g. while a circuit is open).
+        that dies loses its lease and another claims the delivery. Each claim ends in
+        one ``record_outcome`` (see ``DeliveryOutcome``): delivered, retry or dead
+        (each counts one attempt) or released (put back untried, e.g. while a circuit
+        is open). ``mark_delivered``, ``schedule_retry``, ``mark_dead`` and
+        ``release`` are shorthands for it (``OutcomeShorthands``).
         ``replay`` makes the matching deliveries that are not pending (dead or
         delivered) pending again, due ``now``, with their attempt count reset; it
         returns how many it changed. The event and its id stay the same.
@@ -137,6 +156,8 @@ class Store(Protocol):
         exclude_sinks: Collection[str] = (),
     ) -> list[DueDelivery]: ...
 
+    async def record_outcome(self, outcome: DeliveryOutcome) -> None: ...
+
     async def mark_delivered(
         self, delivery_id: str, *, status: int | None, now: datetime
     ) -> None: ...
@@ -176,3 +197,35 @@ class Store(Protocol):
 
     # wake-ups
     async def wait_for_work(self, timeout_s: float) -> None: ...
+
+
+class OutcomeShorthands:
+    """``mark_delivered`` / ``schedule_retry`` / ``mark_dead`` / ``release``, written once
+    for every store on top of its ``record_outcome``."""
+
+    async def record_outcome(self, outcome: DeliveryOutcome) -> None:
+        raise NotImplementedError
+
+    async def mark_delivered(self, delivery_id: str, *, status: int | None, now: datetime) -> None:
+        await self.record_outcome(DeliveryOutcome(delivery_id, Decision.delivered(status), now))
+
+    async def schedule_retry(
+        self,
+        delivery_id: str,
+        *,
+        next_attempt_at: datetime,
+        status: int | None,
+        error: str,
+        now: datetime,
+    ) -> None:
+        decision = Decision.retry(next_attempt_at, status, error)
+        await self.record_outcome(DeliveryOutcome(delivery_id, decision, now))
+
+    async def mark_dead(
+        self, delivery_id: str, *, status: int | None, error: str, now: datetime
+    ) -> None:
+        await self.record_outcome(DeliveryOutcome(delivery_id, Decision.dead(status, error), now))
+
+    async def release(self, delivery_id: str, *, next_attempt_at: datetime) -> None:
+        decision = Decision.released(next_attempt_at)
+        await self.record_outcome(DeliveryOutcome(delivery_id, decision, next_attempt_at))

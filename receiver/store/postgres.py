@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -26,7 +27,6 @@ import asyncpg
 from receiver.errors import IdempotencyMismatch, NotFound
 from receiver.events import (
     Delivery,
-    DeliveryState,
     DueDelivery,
     Event,
     Job,
@@ -34,7 +34,7 @@ from receiver.events import (
     new_id,
 )
 from receiver.store import postgres_schema
-from receiver.store.base import DeliveryFilter, Ingest
+from receiver.store.base import DeliveryFilter, DeliveryOutcome, Ingest, OutcomeShorthands
 from receiver.store.rows import (
     DELIVERY_COLUMNS,
     JOB_COLUMNS,
@@ -84,6 +84,30 @@ WITH event AS (
 SELECT (SELECT count(*) FROM event) + 0 * (SELECT count(*) FROM wake)
 """
 
+# One attempt's outcome ($1: it counts as an attempt) or a release (only the due time
+# and the lease change); a delivery pending again ($10) wakes every process's worker.
+_OUTCOME = """
+WITH changed AS (
+    UPDATE deliveries SET
+        state = CASE WHEN $1 THEN $2 ELSE state END,
+        attempts = attempts + CASE WHEN $1 THEN 1 ELSE 0 END,
+        next_attempt_at = $3,
+        last_status = CASE WHEN $1 THEN $4 ELSE last_status END,
+        last_error = CASE WHEN $1 THEN $5 ELSE last_error END,
+        updated_at = CASE WHEN $1 THEN $6 ELSE updated_at END,
+        lease_owner = NULL, lease_until = NULL
+    WHERE id = $7 AND state = 'pending'
+    RETURNING 1
+)
+SELECT pg_notify($8, $9) FROM changed WHERE $10
+"""
+
+
+@dataclass(slots=True)
+class _Transaction:
+    connection: Connection
+    wake: bool = False  # NOTIFY on commit
+
 
 def _job(row: Record) -> Job:
     return job_from_row(row, _same)
@@ -108,7 +132,7 @@ def _where(where: DeliveryFilter, first: int) -> tuple[str, list[Any]]:
     return filter_clause(where, lambda n: f"${first + n - 1}")
 
 
-class PostgresStore:
+class PostgresStore(OutcomeShorthands):
     """The ``Store`` on PostgreSQL; see the module docstring."""
 
     def __init__(
@@ -154,16 +178,26 @@ class PostgresStore:
         if pool is not None:
             await pool.close()
 
-    async def _notify(self, connection: Connection) -> None:
-        """Tell every process (on commit) that work may exist."""
-        await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, self.schema)
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[_Transaction]:
+        """A transaction on a pooled connection. Set ``wake`` on it and its commit tells
+        every process (NOTIFY) that work may exist, then wakes this one's waiters."""
+        async with (await self._db()).acquire() as connection:
+            transaction = _Transaction(connection)
+            async with connection.transaction():
+                yield transaction
+                if transaction.wake:
+                    await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, self.schema)
+        if transaction.wake:
+            self._signal.notify()
 
     # -- jobs --------------------------------------------------------------------------
 
     async def create_job(
         self, job: Job, *, idempotency_key: str | None = None, request_hash: str | None = None
     ) -> tuple[Job, bool]:
-        async with (await self._db()).acquire() as c, c.transaction():
+        async with self._transaction() as tx:
+            c = tx.connection
             if idempotency_key is not None:
                 claimed = await c.fetchval(
                     "INSERT INTO idempotency_keys (key, request_hash, job_id, created_at)"
@@ -191,10 +225,7 @@ class PostgresStore:
                 " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15)",
                 *job_values(job, _same),
             )
-            if job.next_poll_at is not None:
-                await self._notify(c)
-        if job.next_poll_at is not None:
-            self._signal.notify()
+            tx.wake = job.next_poll_at is not None
         return job, True
 
     async def mark_submitted(
@@ -206,8 +237,8 @@ class PostgresStore:
         next_poll_at: datetime | None,
         deadline_at: datetime | None,
     ) -> Job:
-        async with (await self._db()).acquire() as c, c.transaction():
-            row = await c.fetchrow(
+        async with self._transaction() as tx:
+            row = await tx.connection.fetchrow(
                 "UPDATE jobs SET provider_task_id = $1, submitted_at = $2, deadline_at = $3,"
                 " status = CASE WHEN status = 'queued' THEN 'submitted' ELSE status END,"
                 " next_poll_at = CASE WHEN status = ANY($4::text[]) THEN NULL"
@@ -223,10 +254,7 @@ class PostgresStore:
             if row is None:
                 raise NotFound(f"job {job_id} does not exist", job_id=job_id)
             job = _job(row)
-            if job.next_poll_at is not None:
-                await self._notify(c)
-        if job.next_poll_at is not None:
-            self._signal.notify()
+            tx.wake = job.next_poll_at is not None
         return job
 
     async def delete_job(self, job_id: str) -> None:
@@ -349,58 +377,24 @@ class PostgresStore:
         ordered = sorted(rows, key=lambda row: (row["next_attempt_at"], row["seq"]))
         return [DueDelivery(_delivery(row), Event.from_json(row["body"])) for row in ordered]
 
-    async def mark_delivered(self, delivery_id: str, *, status: int | None, now: datetime) -> None:
-        await self._finish(delivery_id, DeliveryState.DELIVERED, None, status, None, now)
-
-    async def schedule_retry(
-        self,
-        delivery_id: str,
-        *,
-        next_attempt_at: datetime,
-        status: int | None,
-        error: str,
-        now: datetime,
-    ) -> None:
-        await self._finish(delivery_id, DeliveryState.PENDING, next_attempt_at, status, error, now)
-        self._signal.notify()
-
-    async def mark_dead(
-        self, delivery_id: str, *, status: int | None, error: str, now: datetime
-    ) -> None:
-        await self._finish(delivery_id, DeliveryState.DEAD, None, status, error, now)
-
-    async def _finish(
-        self,
-        delivery_id: str,
-        state: DeliveryState,
-        next_attempt_at: datetime | None,
-        status: int | None,
-        error: str | None,
-        now: datetime,
-    ) -> None:
-        """Record one attempt's outcome and drop the lease."""
+    async def record_outcome(self, outcome: DeliveryOutcome) -> None:
+        """One statement; a delivery put back in the queue also NOTIFYs (see ``_OUTCOME``)."""
+        decision = outcome.decision
         await (await self._db()).execute(
-            "UPDATE deliveries SET state = $1, attempts = attempts + 1, next_attempt_at = $2,"
-            " last_status = $3, last_error = $4, updated_at = $5,"
-            " lease_owner = NULL, lease_until = NULL WHERE id = $6 AND state = 'pending'",
-            state.value,
-            next_attempt_at,
-            status,
-            error,
-            now,
-            delivery_id,
+            _OUTCOME,
+            decision.counts_attempt,
+            decision.state.value,
+            decision.at,
+            decision.status,
+            decision.error,
+            outcome.now,
+            outcome.delivery_id,
+            CHANNEL,
+            self.schema,
+            decision.requeued,
         )
-
-    async def release(self, delivery_id: str, *, next_attempt_at: datetime) -> None:
-        async with (await self._db()).acquire() as c, c.transaction():
-            await c.execute(
-                "UPDATE deliveries SET next_attempt_at = $1, lease_owner = NULL,"
-                " lease_until = NULL WHERE id = $2 AND state = 'pending'",
-                next_attempt_at,
-                delivery_id,
-            )
-            await self._notify(c)
-        self._signal.notify()
+        if decision.requeued:
+            self._signal.notify()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         row = await (await self._db()).fetchrow(
@@ -419,9 +413,9 @@ class PostgresStore:
 
     async def replay(self, where: DeliveryFilter, now: datetime) -> int:
         clause, params = _where(where, 2)
-        async with (await self._db()).acquire() as c, c.transaction():
+        async with self._transaction() as tx:
             changed = _rowcount(
-                await c.execute(
+                await tx.connection.execute(
                     "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1,"
                     " updated_at = $1, lease_owner = NULL, lease_until = NULL"
                     f" WHERE state <> 'pending' AND {clause}",
@@ -429,10 +423,7 @@ class PostgresStore:
                     *params,
                 )
             )
-            if changed:
-                await self._notify(c)
-        if changed:
-            self._signal.notify()
+            tx.wake = changed > 0
         return changed
 
     async def next_due_at(self) -> datetime | None:
@@ -468,8 +459,8 @@ class PostgresStore:
         return sorted((_job(row) for row in rows), key=lambda job: (job.next_poll_at, job.id))
 
     async def set_next_poll(self, job_id: str, next_poll_at: datetime | None) -> None:
-        async with (await self._db()).acquire() as c, c.transaction():
-            await c.execute(
+        async with self._transaction() as tx:
+            await tx.connection.execute(
                 "UPDATE jobs SET poll_lease_until = NULL, next_poll_at ="
                 " CASE WHEN status = ANY($1::text[]) THEN NULL ELSE $2::timestamptz END"
                 " WHERE id = $3",
@@ -477,10 +468,7 @@ class PostgresStore:
                 next_poll_at,
                 job_id,
             )
-            if next_poll_at is not None:
-                await self._notify(c)
-        if next_poll_at is not None:
-            self._signal.notify()
+            tx.wake = next_poll_at is not None
 
     # -- wake-ups ----------------------------------------------------------------------
 
@@ -490,6 +478,7 @@ class PostgresStore:
         The listening connection opens on first use and reopens if lost; while it is
         down, this falls back to the timeout.
         """
+        self._signal.arm()  # a commit while the listener connects still counts
         if not self._closed and (self._listener is None or self._listener.is_closed()):
             with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
                 await self._listen()

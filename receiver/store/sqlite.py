@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from receiver.errors import ConfigError, IdempotencyMismatch, NotFound
-from receiver.events import Delivery, DeliveryState, DueDelivery, Event, Job, JobStatus, new_id
+from receiver.events import Delivery, DueDelivery, Event, Job, JobStatus, new_id
 from receiver.store import sqlite_schema
-from receiver.store.base import DeliveryFilter, Ingest
+from receiver.store.base import DeliveryFilter, DeliveryOutcome, Ingest, OutcomeShorthands
 from receiver.store.group_commit import CommitStats, GroupCommitter
 from receiver.store.rows import (
     DELIVERY_COLUMNS,
@@ -71,7 +71,7 @@ def _where(where: DeliveryFilter) -> tuple[str, list[Any]]:
     return filter_clause(where, lambda _: "?")
 
 
-class SqliteStore:
+class SqliteStore(OutcomeShorthands):
     """The ``Store`` on one SQLite file; see the module docstring."""
 
     def __init__(
@@ -350,60 +350,35 @@ class SqliteStore:
 
         return await self._writer.submit(run)
 
-    async def mark_delivered(self, delivery_id: str, *, status: int | None, now: datetime) -> None:
-        await self._finish(delivery_id, DeliveryState.DELIVERED, None, status, None, now)
-
-    async def schedule_retry(
-        self,
-        delivery_id: str,
-        *,
-        next_attempt_at: datetime,
-        status: int | None,
-        error: str,
-        now: datetime,
-    ) -> None:
-        await self._finish(delivery_id, DeliveryState.PENDING, next_attempt_at, status, error, now)
-        self._signal.notify()
-
-    async def mark_dead(
-        self, delivery_id: str, *, status: int | None, error: str, now: datetime
-    ) -> None:
-        await self._finish(delivery_id, DeliveryState.DEAD, None, status, error, now)
-
-    async def _finish(
-        self,
-        delivery_id: str,
-        state: DeliveryState,
-        next_attempt_at: datetime | None,
-        status: int | None,
-        error: str | None,
-        now: datetime,
-    ) -> None:
-        """Record one attempt's outcome and drop the lease."""
-        params = (state.value, _us_or_none(next_attempt_at), status, error, _us(now), delivery_id)
-
-        def run(c: sqlite3.Connection) -> None:
-            c.execute(
+    async def record_outcome(self, outcome: DeliveryOutcome) -> None:
+        decision = outcome.decision
+        if decision.counts_attempt:
+            sql = (
                 "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"
                 " last_status = ?, last_error = ?, updated_at = ?,"
-                " lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'pending'",
-                params,
+                " lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'pending'"
             )
-
-        await self._writer.submit(run)
-
-    async def release(self, delivery_id: str, *, next_attempt_at: datetime) -> None:
-        params = (_us(next_attempt_at), delivery_id)
+            params: tuple[Any, ...] = (
+                decision.state.value,
+                _us_or_none(decision.at),
+                decision.status,
+                decision.error,
+                _us(outcome.now),
+                outcome.delivery_id,
+            )
+        else:  # released: back in the queue untried
+            sql = (
+                "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL,"
+                " lease_until = NULL WHERE id = ? AND state = 'pending'"
+            )
+            params = (_us_or_none(decision.at), outcome.delivery_id)
 
         def run(c: sqlite3.Connection) -> None:
-            c.execute(
-                "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL,"
-                " lease_until = NULL WHERE id = ? AND state = 'pending'",
-                params,
-            )
+            c.execute(sql, params)
 
         await self._writer.submit(run)
-        self._signal.notify()
+        if decision.requeued:
+            self._signal.notify()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         def run(c: sqlite3.Connection) -> Delivery | None:

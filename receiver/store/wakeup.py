@@ -14,7 +14,8 @@ class WorkSignal:
     delivering) when ``notify()`` ran returns at once from its next ``wait()``
     instead of sleeping through work that arrived meanwhile. Several tasks (the
     worker and the poller) may wait on one signal; none swallows another's wake-up.
-    A task's first ``wait()`` has nothing to compare with and simply waits.
+    A task's first ``wait()`` has nothing to compare with and simply waits (unless the
+    task called ``arm()`` before).
 
     Loop-bound: call both methods from the event loop's thread.
     """
@@ -32,6 +33,13 @@ class WorkSignal:
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    def arm(self) -> None:
+        """From now on, remember ``notify()`` calls for the current task (if it is not
+        remembered yet): its next ``wait()`` then returns at once for any of them."""
+        task = asyncio.current_task()
+        if task is not None and task not in self._seen:
+            self._seen[task] = self._generation
 
     async def wait(self, timeout_s: float) -> None:
         """Return on the next ``notify()`` (or a missed one), else after ``timeout_s``."""

@@ -220,7 +220,7 @@ async def test_gone_sink_is_dead_at_once_and_replay_redelivers(tmp_path: Path) -
         ),
         ({"provider": "apiframe", "parent_id": "p", "action": "V1"}, 422, "unsupported_action"),
         ({"provider": "apiframe", "parent_id": "p", "action": 7}, 400, "bad_request"),
-        ({"provider": "nobody", "parent_id": "p", "action": "U1"}, 422, "unknown_provider"),
+        ({"provider": "nobody", "parent_id": "p", "action": "U1"}, 404, "unknown_provider"),
         ({"provider": "apiframe", "action": "U1"}, 400, "bad_request"),
         (
             {"provider": "apiframe", "parent_id": "p", "action": "U1", "sinks": ["nope"]},

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from receiver.errors import ConfigError
+from receiver.events import Job, JobStatus, ProviderUpdate, utcnow
+from receiver.ingest import Outcome
 from receiver.store import DeliveryFilter, open_store
 from tests.store.conftest import PG_ENV, pg_dsn
 from tests.store.factories import SECOND, T0, make_ingest, make_job, seed_deliveries
@@ -63,6 +65,53 @@ async def test_replay_and_release_notify_other_stores(backend: Backend) -> None:
         assert not waiter.done()
         await action
         assert await _woken_within(waiter, 2) < 1
+
+
+@postgres_only
+async def test_a_poll_scheduled_by_another_store_wakes_the_poller_at_once(
+    backend: Backend,
+) -> None:
+    """The poller sleeps on ``wait_for_work``: a poll that another process schedules
+    (a Kie callback on a web process) reaches it through NOTIFY, far sooner than its
+    60 s tick."""
+    from receiver.metrics import Metrics
+    from receiver.poller import Poller
+    from tests.helpers.fakes import FakeProvider
+
+    one, two = await _pair(backend)
+    job = make_job(
+        provider="fake", status=JobStatus.SUBMITTED, provider_task_id="task-x", next_poll_at=None
+    )
+    await one.create_job(job)
+    provider = FakeProvider()
+    polled = asyncio.Event()
+    rounds = 0
+
+    async def record(name: str, update: ProviderUpdate, job: Job | None) -> Outcome:
+        polled.set()
+        return Outcome(event_id=None)
+
+    async def dispatch_queued() -> int:
+        nonlocal rounds
+        rounds += 1
+        return 0
+
+    poller = Poller(two, {"fake": provider}, record, dispatch_queued, Metrics(), tick_s=60.0)
+    await two.wait_for_work(0.01)  # opens the listening connection
+    running = asyncio.create_task(poller.run())
+    try:
+        async with asyncio.timeout(5):
+            while rounds < 1:  # the first round is done: the poller now waits up to 60 s
+                await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await one.set_next_poll(job.id, utcnow())
+        async with asyncio.timeout(5):
+            await polled.wait()
+        assert time.monotonic() - started < 5
+        assert provider.polled == ["task-x"]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
 
 
 @postgres_only

@@ -1,4 +1,5 @@
-"""The delivery worker keeps going through store errors and sink crashes."""
+"""The delivery worker keeps going through store errors and sink crashes (built on its
+own: a store, a sink, a retry policy; no settings, no runtime)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from handlers.sinks.base import SinkConfig
+from handlers.sinks.file import FileSink
+from receiver.decision import RetryPolicy
 from receiver.events import (
     CallbackMode,
     DueDelivery,
@@ -18,8 +24,7 @@ from receiver.events import (
     build_event,
     utcnow,
 )
-from receiver.runtime import Relay
-from receiver.settings import load_settings
+from receiver.metrics import Metrics
 from receiver.store import Ingest
 from receiver.store.sqlite import SqliteStore
 from receiver.worker import DeliveryWorker
@@ -40,35 +45,36 @@ class FlakyStore(SqliteStore):
 async def test_worker_survives_store_errors_and_delivers(tmp_path: Path) -> None:
     """Two failing claims are logged and retried; the event is then delivered."""
     events_path = tmp_path / "events.jsonl"
-    settings = load_settings(
-        {"RELAY_SECRET_KEY": "k", "RELAY_API_TOKEN": "t"},
-        config_text=f'[sinks.file]\ntype = "file"\npath = "{events_path}"\n',
-    )
     store = FlakyStore.from_url(f"sqlite:///{tmp_path / 'relay.db'}")
-    async with Relay.open(settings, store=store) as relay:
-        job = Job(
-            id="job_1",
-            provider="apiframe",
-            parent_id="p",
-            action="U1",
-            ref=None,
-            status=JobStatus.SUBMITTED,
-            callback_mode=CallbackMode.WEBHOOK,
-            created_at=utcnow(),
-        )
-        await relay.store.create_job(job)
-        event = build_event(
-            "apiframe", ProviderUpdate("t", UpdateState.COMPLETED, image_url="https://i"), job
-        )
-        await relay.store.ingest(Ingest(event, job.id, JobStatus.COMPLETED, ["file"], utcnow()))
-        worker = DeliveryWorker(relay)
-        running = asyncio.create_task(worker.run())
+    await store.migrate()
+    async with httpx.AsyncClient() as client:
+        sink = FileSink(SinkConfig("file", "file", {"path": str(events_path)}), client)
         try:
-            async with asyncio.timeout(10):
-                while not events_path.exists():
-                    await asyncio.sleep(0.05)
+            job = Job(
+                id="job_1",
+                provider="apiframe",
+                parent_id="p",
+                action="U1",
+                ref=None,
+                status=JobStatus.SUBMITTED,
+                callback_mode=CallbackMode.WEBHOOK,
+                created_at=utcnow(),
+            )
+            await store.create_job(job)
+            event = build_event(
+                "apiframe", ProviderUpdate("t", UpdateState.COMPLETED, image_url="https://i"), job
+            )
+            await store.ingest(Ingest(event, job.id, JobStatus.COMPLETED, ["file"], utcnow()))
+            worker = DeliveryWorker(store, {"file": sink}, RetryPolicy((0.0, 1.0)), Metrics())
+            running = asyncio.create_task(worker.run())
+            try:
+                async with asyncio.timeout(10):
+                    while not events_path.exists():
+                        await asyncio.sleep(0.05)
+            finally:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
         finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-        assert store.failures == 0
-        assert json.loads(events_path.read_text())["id"] == event.id
+            await store.close()
+    assert store.failures == 0
+    assert json.loads(events_path.read_text())["id"] == event.id

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from handlers.sinks.base import SinkConfig
+from receiver.decision import RetryPolicy
 from receiver.events import DeliveryState, Event, ProviderUpdate, UpdateState, build_event, utcnow
-from receiver.runtime import Relay
-from receiver.settings import load_settings
+from receiver.metrics import Metrics
 from receiver.store import DeliveryFilter, Ingest
 from receiver.store.sqlite import SqliteStore
 from receiver.worker import DeliveryWorker
@@ -42,26 +42,18 @@ async def test_expired_lease_is_not_sent_twice(tmp_path: Path) -> None:
     """Six deliveries claimed at once for a sink that takes one at a time outlive their
     lease in the queue; each is still sent exactly once (before: the worker re-claimed
     the waiting ones and sent them again)."""
-    settings = load_settings(
-        {"RELAY_SECRET_KEY": "k", "RELAY_API_TOKEN": "t"},
-        config_text=f"""
-[delivery]
-lease_s = {LEASE_S}
-[sinks.slow]
-type = "file"
-path = "{tmp_path / "unused.jsonl"}"
-max_concurrency = 1
-""",
-    )
     store = SqliteStore.from_url(f"sqlite:///{tmp_path / 'relay.db'}")
-    async with Relay.open(settings, store=store) as relay:
-        sink = SlowSink(relay.sinks["slow"].config)
-        relay.sinks["slow"] = sink
+    await store.migrate()
+    sink = SlowSink(SinkConfig("slow", "slow", max_concurrency=1))
+    worker = DeliveryWorker(
+        store, {"slow": sink}, RetryPolicy((0.0, 1.0)), Metrics(), lease_s=LEASE_S
+    )
+    try:
         for n in range(EVENTS):
             update = ProviderUpdate(f"task-{n}", UpdateState.COMPLETED, image_url="https://i")
             event = build_event("apiframe", update, None)
             await store.ingest(Ingest(event, None, None, ["slow"], utcnow()))
-        running = asyncio.create_task(DeliveryWorker(relay).run())
+        running = asyncio.create_task(worker.run())
         try:
             delivered = DeliveryFilter(state=DeliveryState.DELIVERED)
             async with asyncio.timeout(15):
@@ -71,5 +63,7 @@ max_concurrency = 1
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
+    finally:
+        await store.close()
     assert len(sink.sent) == EVENTS
     assert set(sink.sent.values()) == {1}, sink.sent

@@ -1,0 +1,124 @@
+"""``DeliveryWorker`` built on its own (store, sinks, policy, metrics): each claim ends in
+the one store call its decision names, with the status the sink really had."""
+
+from __future__ import annotations
+
+from receiver.circuit import CircuitState
+from receiver.decision import RetryPolicy
+from receiver.errors import DeliveryFailed
+from receiver.events import (
+    Delivery,
+    DeliveryState,
+    ProviderUpdate,
+    UpdateState,
+    build_event,
+    utcnow,
+)
+from receiver.metrics import Metrics
+from receiver.store import DeliveryFilter, Ingest
+from receiver.store.sqlite import SqliteStore
+from receiver.worker import DeliveryWorker
+from tests.helpers.fakes import ScriptedSink
+
+POLICY = RetryPolicy((0.0, 30.0, 60.0), jitter=0.0)
+
+
+async def enqueue(store: SqliteStore, *sinks: str, task: str = "t1") -> str:
+    update = ProviderUpdate(task, UpdateState.COMPLETED, image_url="https://i")
+    event = build_event("fake", update, None)
+    await store.ingest(Ingest(event, None, None, list(sinks), utcnow()))
+    return event.id
+
+
+async def only(store: SqliteStore) -> Delivery:
+    [delivery] = await store.list_deliveries(DeliveryFilter())
+    return delivery
+
+
+async def test_delivered_keeps_the_sinks_status_or_none(store: SqliteStore) -> None:
+    """An HTTP-like sink's 204 is recorded; a sink without a status records None (no
+    invented 200)."""
+    http, file = ScriptedSink("http", 204), ScriptedSink("file", None)
+    await enqueue(store, "http", "file")
+    worker = DeliveryWorker(store, {"http": http, "file": file}, POLICY, Metrics())
+    assert await worker.drain(5) == 2
+    statuses = {
+        d.sink: (d.state, d.last_status) for d in await store.list_deliveries(DeliveryFilter())
+    }
+    assert statuses == {
+        "http": (DeliveryState.DELIVERED, 204),
+        "file": (DeliveryState.DELIVERED, None),
+    }
+
+
+async def test_retryable_failure_is_rescheduled_on_the_policy(store: SqliteStore) -> None:
+    sink = ScriptedSink("hook", DeliveryFailed("HTTP 503: busy", status=503))
+    await enqueue(store, "hook")
+    before = utcnow()
+    await DeliveryWorker(store, {"hook": sink}, POLICY, Metrics()).drain(5)
+    delivery = await only(store)
+    assert (delivery.state, delivery.attempts, delivery.last_status, delivery.last_error) == (
+        DeliveryState.PENDING,
+        1,
+        503,
+        "HTTP 503: busy",
+    )
+    assert 29 <= (delivery.next_attempt_at - before).total_seconds() <= 31
+
+
+async def test_permanent_failure_is_dead_and_the_sink_counts_as_up(store: SqliteStore) -> None:
+    sink = ScriptedSink("hook", DeliveryFailed("HTTP 410: gone", status=410))
+    await enqueue(store, "hook")
+    worker = DeliveryWorker(store, {"hook": sink}, POLICY, Metrics())
+    await worker.drain(5)
+    delivery = await only(store)
+    assert (delivery.state, delivery.last_status, delivery.last_error) == (
+        DeliveryState.DEAD,
+        410,
+        "HTTP 410: gone",
+    )
+    circuit = worker.circuits["hook"]
+    assert (circuit.state, circuit.failures, circuit.last_error) == (
+        CircuitState.OK,
+        0,
+        "HTTP 410: gone",
+    )
+
+
+async def test_throttled_is_released_without_an_attempt(store: SqliteStore) -> None:
+    throttled = DeliveryFailed("paced", permanent=False, retry_after_s=30.0, throttled=True)
+    await enqueue(store, "hook")
+    await DeliveryWorker(store, {"hook": ScriptedSink("hook", throttled)}, POLICY, Metrics()).drain(
+        5
+    )
+    delivery = await only(store)
+    assert (delivery.state, delivery.attempts, delivery.last_error) == (
+        DeliveryState.PENDING,
+        0,
+        None,
+    )
+
+
+async def test_an_unconfigured_sink_is_dead_letered(store: SqliteStore) -> None:
+    await enqueue(store, "gone")
+    await DeliveryWorker(store, {}, POLICY, Metrics()).drain(5)
+    delivery = await only(store)
+    assert (delivery.state, delivery.last_error) == (
+        DeliveryState.DEAD,
+        "sink 'gone' is no longer configured",
+    )
+
+
+async def test_failures_open_the_circuit_and_pause_the_backlog(store: SqliteStore) -> None:
+    """Two failures in a row pause the sink: the third delivery is not even claimed."""
+    sink = ScriptedSink("hook", DeliveryFailed("timed out"), circuit_failure_threshold=2)
+    policy = RetryPolicy((0.0, 0.0, 0.0, 0.0), jitter=0.0)
+    worker = DeliveryWorker(store, {"hook": sink}, policy, Metrics(), batch=1)
+    for n in range(3):
+        await enqueue(store, "hook", task=f"t{n}")
+    await worker.drain(5)
+    assert worker.circuits["hook"].state is CircuitState.PAUSED
+    assert sum(sink.sent.values()) == 2
+    assert all(
+        d.state is DeliveryState.PENDING for d in await store.list_deliveries(DeliveryFilter())
+    )
