@@ -4,7 +4,7 @@ body reads, JSON."""
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -21,40 +21,33 @@ from receiver.worker import DeliveryWorker
 
 
 def settings_of(request: Request) -> Settings:
-    settings: Settings = request.state.settings
-    return settings
+    return cast(Settings, request.state.settings)
 
 
 def store_of(request: Request) -> Store:
-    store: Store = request.state.store
-    return store
+    return cast(Store, request.state.store)
 
 
 def metrics_of(request: Request) -> Metrics:
-    metrics: Metrics = request.state.metrics
-    return metrics
+    return cast(Metrics, request.state.metrics)
 
 
 def sinks_of(request: Request) -> dict[str, Sink]:
-    sinks: dict[str, Sink] = request.state.sinks
-    return sinks
+    return cast(dict[str, Sink], request.state.sinks)
 
 
 def ingestor_of(request: Request) -> Ingestor:
-    ingestor: Ingestor = request.state.ingestor
-    return ingestor
+    return cast(Ingestor, request.state.ingestor)
 
 
 def submitter_of(request: Request) -> Submitter:
-    submitter: Submitter = request.state.submitter
-    return submitter
+    return cast(Submitter, request.state.submitter)
 
 
 def worker_of(request: Request, key: str = "worker") -> DeliveryWorker | None:
     """The in-process (``worker``) or inline (``inline_worker``) worker, if this process
     has one."""
-    worker: DeliveryWorker | None = getattr(request.state, key, None)
-    return worker
+    return cast(DeliveryWorker | None, getattr(request.state, key, None))
 
 
 def require_api_token(request: Request) -> None:

@@ -163,7 +163,7 @@ async def test_completed_event_reaches_the_standin(
     path = standin.add_hook()
     event = make_event()
     sink = slack_sink(client, base + path)
-    await sink.deliver(event)
+    assert await sink.deliver(event) == 200  # the status Slack answered, recorded as such
     await sink.aclose()
     assert standin.hooks[path].messages == [slack_message(event)]
     assert not client.is_closed  # the shared client is not the sink's to close

@@ -36,7 +36,8 @@ async def test_signature_verifies_for_every_rotated_secret() -> None:
         seen.append(request)
         return httpx.Response(204)
 
-    await _sink(handler, secrets=[SECRET_A, SECRET_B], headers={"x-team": "42"}).deliver(EVENT)
+    sink = _sink(handler, secrets=[SECRET_A, SECRET_B], headers={"x-team": "42"})
+    assert await sink.deliver(EVENT) == 204  # the receiver's real status
     [request] = seen
     headers = dict(request.headers)
     assert headers["webhook-id"] == EVENT.id
