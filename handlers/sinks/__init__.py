@@ -8,6 +8,7 @@ from __future__ import annotations
 from handlers.sinks.base import Sink, SinkConfig
 from handlers.sinks.file import FileSink
 from handlers.sinks.http import HttpSink
+from handlers.sinks.redis import RedisSink
 from handlers.sinks.s3 import S3Sink
 from handlers.sinks.slack import SlackSink
 
@@ -16,6 +17,7 @@ SINKS: dict[str, type[Sink]] = {
     "file": FileSink,
     "slack": SlackSink,
     "s3": S3Sink,
+    "redis": RedisSink,
 }
 
 __all__ = ["SINKS", "Sink", "SinkConfig"]
