@@ -5,6 +5,7 @@ Adding a sink is one module in this package, one line here, and its tests.
 
 from __future__ import annotations
 
+from handlers.sinks.amqp import AmqpSink
 from handlers.sinks.base import Sink, SinkConfig
 from handlers.sinks.file import FileSink
 from handlers.sinks.http import HttpSink
@@ -17,6 +18,7 @@ SINKS: dict[str, type[Sink]] = {
     "file": FileSink,
     "slack": SlackSink,
     "s3": S3Sink,
+    "amqp": AmqpSink,
     "redis": RedisSink,
 }
 

@@ -58,5 +58,5 @@ def scheme_problems(options: Mapping[str, Any], key: str, schemes: tuple[str, ..
     if value is None or value == "":
         return []
     if not isinstance(value, str) or not value.startswith(tuple(s + "://" for s in schemes)):
-        return [f"'{key}' must be a {' or '.join(s + '://' for s in schemes)} URL"]
+        return [f"'{key}' must start with {' or '.join(s + '://' for s in schemes)}"]
     return []

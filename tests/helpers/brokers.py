@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 from collections.abc import Mapping
 
 import pytest
@@ -37,3 +39,32 @@ def require_broker(name: str, environ: Mapping[str, str] | None = None) -> None:
 def unique(prefix: str) -> str:
     """``prefix`` plus a random suffix (streams, queues, exchanges, subjects …)."""
     return f"{prefix}-{secrets.token_hex(5)}"
+
+
+def rabbitmq_close_connections(connection_name: str) -> int:
+    """Close, from the server side (``rabbitmqctl close_connection``), every RabbitMQ
+    connection whose client named itself ``connection_name``; how many it closed.
+    Only those: other test runs share the broker."""
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        reason = "rabbitmqctl is not installed: cannot drop a connection server-side"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    listing = subprocess.run(
+        [rabbitmqctl, "-q", "list_connections", "--no-table-headers", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    marker = f'{{"connection_name","{connection_name}"}}'
+    pids = [line.split("\t")[0] for line in listing.stdout.splitlines() if marker in line]
+    for pid in pids:
+        subprocess.run(
+            [rabbitmqctl, "-q", "close_connection", pid, "test: broker drops the connection"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+    return len(pids)

@@ -169,7 +169,7 @@ def test_check_config_names_problems_without_a_server() -> None:
         load_settings(env, config_text=bad)
     assert caught.value.problems == [
         "sinks.a: 'url' is required",
-        "sinks.b: 'url' must be a redis:// or rediss:// or unix:// URL",
+        "sinks.b: 'url' must start with redis:// or rediss:// or unix://",
         "sinks.b: 'stream' uses unknown placeholder(s) nope "
         "(known: {type}, {provider}, {job_id}, {ref})",
         "sinks.b: 'maxlen' must be a positive integer",
