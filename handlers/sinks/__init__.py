@@ -9,6 +9,7 @@ from handlers.sinks.amqp import AmqpSink
 from handlers.sinks.base import Sink, SinkConfig
 from handlers.sinks.file import FileSink
 from handlers.sinks.http import HttpSink
+from handlers.sinks.nats import NatsSink
 from handlers.sinks.redis import RedisSink
 from handlers.sinks.s3 import S3Sink
 from handlers.sinks.slack import SlackSink
@@ -19,6 +20,7 @@ SINKS: dict[str, type[Sink]] = {
     "slack": SlackSink,
     "s3": S3Sink,
     "amqp": AmqpSink,
+    "nats": NatsSink,
     "redis": RedisSink,
 }
 
