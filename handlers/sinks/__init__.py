@@ -13,6 +13,7 @@ from handlers.sinks.nats import NatsSink
 from handlers.sinks.redis import RedisSink
 from handlers.sinks.s3 import S3Sink
 from handlers.sinks.slack import SlackSink
+from handlers.sinks.sqs import SqsSink
 
 SINKS: dict[str, type[Sink]] = {
     "http": HttpSink,
@@ -22,6 +23,7 @@ SINKS: dict[str, type[Sink]] = {
     "amqp": AmqpSink,
     "nats": NatsSink,
     "redis": RedisSink,
+    "sqs": SqsSink,
 }
 
 __all__ = ["SINKS", "Sink", "SinkConfig"]
