@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from handlers.sinks.amqp import AmqpSink
 from handlers.sinks.base import Sink, SinkConfig
+from handlers.sinks.discord import DiscordSink
 from handlers.sinks.file import FileSink
 from handlers.sinks.http import HttpSink
 from handlers.sinks.nats import NatsSink
@@ -24,6 +25,7 @@ SINKS: dict[str, type[Sink]] = {
     "nats": NatsSink,
     "redis": RedisSink,
     "sqs": SqsSink,
+    "discord": DiscordSink,
 }
 
 __all__ = ["SINKS", "Sink", "SinkConfig"]
