@@ -79,8 +79,16 @@ def _lost_connection(exc: BaseException) -> bool:
     if isinstance(exc, amqp.ProbableAuthenticationError | amqp.AuthenticationError):
         return False
     return isinstance(
-        exc, amqp.AMQPConnectionError | amqp.ChannelInvalidStateError | ConnectionError
+        exc,
+        amqp.AMQPConnectionError | amqp.ChannelInvalidStateError | ConnectionError | RuntimeError,
     )
+
+
+def _alive(connection: AbstractConnection) -> bool:
+    """Is the connection usable? (aio-pika's ``is_closed`` stays False for a while after
+    the broker closed the underlying aiormq connection.)"""
+    transport = connection.transport
+    return not connection.is_closed and transport is not None and not transport.connection.is_closed
 
 
 class AmqpSink:
@@ -113,7 +121,7 @@ class AmqpSink:
         """The exchange on a live channel, (re)opening connection and channel as needed."""
         async with self._lock:
             connection, channel = self._connection, self._channel
-            if connection is not None and connection.is_closed:
+            if connection is not None and not _alive(connection):
                 connection = self._connection = None
             if connection is None:
                 import aio_pika

@@ -13,9 +13,10 @@ fields of 256/1,024, 6,000 characters in all); ``allowed_mentions`` is empty, so
 event can ever ping ``@everyone``. It is posted with ``?wait=true``: the event counts
 as delivered once Discord answered 2xx with the created message.
 
-Rate limits: sends to one webhook are paced across the process (Discord allows about
-5 per 2 s per webhook); an answer with ``X-RateLimit-Remaining: 0`` holds the next
-send back for ``X-RateLimit-Reset-After``; a 429 pauses the webhook for its JSON
+Rate limits: sends to one webhook are paced across the process by a token bucket
+(Discord allows about 5 per 2 s per webhook) and by the window its answers describe
+(``X-RateLimit-Remaining`` sends left, counting those in flight, until
+``X-RateLimit-Reset-After``; see ``pacing.RateWindow``); a 429 pauses the webhook for its JSON
 ``retry_after`` (or ``Retry-After``) and, when that fits in the sink's timeout, is
 retried once in the same delivery, else raised with ``status=429`` and
 ``retry_after_s``. A 404 means the webhook was deleted: dead at once.
@@ -24,9 +25,7 @@ retried once in the same delivery, else raised with ``status=429`` and
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -35,7 +34,7 @@ import httpx
 
 from handlers.sinks.base import SinkConfig, http_client_error, required_options
 from handlers.sinks.http import parse_retry_after
-from handlers.sinks.pacing import TokenBucket, shared_bucket
+from handlers.sinks.pacing import RateWindow, TokenBucket, shared_bucket, shared_window
 from handlers.sinks.templates import render, template_problems
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, EventType
@@ -62,35 +61,6 @@ _TITLES = {
     EventType.FAILED: "Upscale failed",
     EventType.PROGRESS: "Upscale progress",
 }
-
-
-class Hold:
-    """Discord said a webhook's window is used up: no send to it before ``until``
-    (monotonic). Shared by every DiscordSink of the process posting there."""
-
-    def __init__(self) -> None:
-        self._until = 0.0
-        self._lock = threading.Lock()
-
-    def hold(self, seconds: float) -> None:
-        with self._lock:
-            self._until = max(self._until, time.monotonic() + seconds)
-
-    def held_s(self) -> float:
-        """Seconds left on the hold (0 when sends may go)."""
-        with self._lock:
-            return max(0.0, self._until - time.monotonic())
-
-
-_HOLDS: dict[str, Hold] = {}
-_HOLDS_LOCK = threading.Lock()
-
-
-def shared_hold(url: str) -> Hold:
-    """The process-wide hold of the webhook at ``url`` (keyed by a hash: it has a token)."""
-    key = hashlib.sha256(url.encode()).hexdigest()
-    with _HOLDS_LOCK:
-        return _HOLDS.setdefault(key, Hold())
 
 
 def _cut(text: str, limit: int) -> str:
@@ -194,6 +164,13 @@ def _seconds(value: Any) -> float | None:
     return max(0.0, min(86400.0, seconds)) if math.isfinite(seconds) else None
 
 
+def _count(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def retry_after(response: httpx.Response) -> float:
     """Seconds a 429 asks for: its JSON ``retry_after``, else ``Retry-After`` or
     ``X-RateLimit-Reset-After``, else one second."""
@@ -235,7 +212,7 @@ class DiscordSink:
         self._username = str(options["username"]) if options.get("username") else None
         self._job_url = str(options["job_url"]) if options.get("job_url") else None
         self._bucket: TokenBucket = shared_bucket("discord " + url, RATE_PER_S, BURST)
-        self._hold = shared_hold(url)
+        self._window: RateWindow = shared_window("discord " + url, BURST)
 
     @classmethod
     def config_problems(cls, options: Mapping[str, Any]) -> list[str]:
@@ -251,37 +228,39 @@ class DiscordSink:
         return render(self._job_url, event)
 
     async def _slot(self) -> None:
-        """Wait for this webhook's next send slot (or give the event back, unsent). A
-        slot that comes due while Discord holds the webhook (another send learned that
-        the window is used up) is given up for one after the hold."""
+        """Wait for a send slot on this webhook: the process-wide bucket's next one, in
+        a window Discord's headers say still has room (or give the event back, unsent,
+        when that is further off than the sink's timeout)."""
         deadline = time.monotonic() + self.config.timeout_s
-        while True:
-            wait_s = self._bucket.reserve(max_wait_s=deadline - time.monotonic())
-            if wait_s is None:
-                raise DeliveryFailed(
-                    "Discord pacing: no send slot within the sink timeout",
-                    permanent=False,
-                    retry_after_s=max(self._bucket.next_slot_s(), self._hold.held_s()),
-                    throttled=True,
-                )
+        wait_s = self._bucket.reserve(max_wait_s=self.config.timeout_s)
+        while wait_s is not None and time.monotonic() + wait_s <= deadline:
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
-            if self._hold.held_s() <= 0:
+            wait_s = self._window.claim()
+            if wait_s == 0.0:
                 return
+        raise DeliveryFailed(
+            "Discord pacing: no send slot within the sink timeout",
+            permanent=False,
+            retry_after_s=max(self._bucket.next_slot_s(), wait_s or 0.0),
+            throttled=True,
+        )
 
     async def deliver(self, event: Event) -> None:
         body = discord_message(event, self._username, self._link(event))
         for attempt in (1, 2):
             await self._slot()
+            response: httpx.Response | None = None
             try:
                 response = await self._client.post(
                     self._url, json=body, timeout=self.config.timeout_s
                 )
             except httpx.HTTPError as exc:
                 raise DeliveryFailed(f"Discord: {http_client_error(exc)}") from exc
+            finally:
+                self._follow_headers(response)  # the claimed slot is released either way
             status = response.status_code
             if 200 <= status < 300:
-                self._follow_headers(response)
                 return
             if status != 429:
                 raise DeliveryFailed(
@@ -291,19 +270,21 @@ class DiscordSink:
                 )
             wait_s = retry_after(response)
             self._bucket.pause(wait_s)
-            self._hold.hold(wait_s)
+            self._window.exhaust(wait_s)
             if attempt == 2 or wait_s > self.config.timeout_s:
                 raise DeliveryFailed(
                     f"Discord rate limited: {_answer(response)}", status=429, retry_after_s=wait_s
                 )
 
-    def _follow_headers(self, response: httpx.Response) -> None:
-        """``X-RateLimit-Remaining: 0``: no send to this webhook before the reset."""
-        remaining = response.headers.get("x-ratelimit-remaining")
-        reset_after = _seconds(response.headers.get("x-ratelimit-reset-after"))
-        if remaining is not None and remaining.strip() == "0" and reset_after:
-            self._bucket.pause(reset_after)
-            self._hold.hold(reset_after)
+    def _follow_headers(self, response: httpx.Response | None) -> None:
+        """Hand ``X-RateLimit-Remaining`` / ``-Reset-After`` / ``-Limit`` to the
+        webhook's window (nothing known when there was no answer)."""
+        headers = response.headers if response is not None else httpx.Headers()
+        self._window.release(
+            _count(headers.get("x-ratelimit-remaining")),
+            _seconds(headers.get("x-ratelimit-reset-after")),
+            _count(headers.get("x-ratelimit-limit")),
+        )
 
     async def aclose(self) -> None:
         return None

@@ -130,6 +130,7 @@ async def test_connection_is_reused_and_rebuilt_after_the_broker_drops_it(
     first = sink._connection
     assert first is not None
     assert rabbitmq_close_connections(f"upscale-relay {name}") == 1
+    await asyncio.sleep(0.3)  # let the client read the broker's Connection.Close
     for event in events[6:]:
         await sink.deliver(event)
     assert sink._connection is not first

@@ -13,6 +13,7 @@ import pytest
 from handlers.sinks import SINKS
 from handlers.sinks.base import SinkConfig
 from handlers.sinks.discord import DiscordSink, discord_message, embed_size, retry_after
+from handlers.sinks.pacing import RateWindow
 from receiver.errors import ConfigError, DeliveryFailed
 from receiver.events import UpdateState
 from receiver.retry import Verdict, classify
@@ -182,6 +183,23 @@ async def test_long_429_raises_with_retry_after(
     assert 25 < failure.retry_after_s <= 30
     assert classify(failure) is Verdict.RETRY
     assert "You are being rate limited." in failure.message
+
+
+def test_rate_window_counts_sends_in_flight() -> None:
+    """Unknown window: up to the limit in flight, then wait for an answer; an answer's
+    ``remaining`` is shared by what is still in flight; at 0 wait for the reset; a 429
+    exhausts the window; once the reset passes the window is unknown again."""
+    now = [100.0]
+    window = RateWindow(default_limit=2, clock=lambda: now[0])
+    assert [window.claim(), window.claim()] == [0.0, 0.0]
+    assert window.claim() == RateWindow.POLL_S
+    window.release(remaining=3, reset_after_s=2.0, limit=5)  # one still in flight
+    assert [window.claim(), window.claim()] == [0.0, 0.0]
+    assert window.claim() == pytest.approx(2.0)
+    now[0] += 2.5
+    assert window.claim() == 0.0  # unknown again: 3 in flight < limit 5
+    window.exhaust(4.0)
+    assert window.claim() == pytest.approx(4.0)
 
 
 def test_retry_after_falls_back_to_headers() -> None:
