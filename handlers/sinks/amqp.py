@@ -154,7 +154,7 @@ class AmqpSink:
             except Exception:  # already dead: nothing to release
                 return
 
-    async def deliver(self, event: Event) -> None:
+    async def deliver(self, event: Event) -> int | None:
         from aio_pika import DeliveryMode, Message
 
         routing_key = render(self._routing_key, event)
@@ -170,13 +170,15 @@ class AmqpSink:
             app_id="upscale-relay",
             headers={"webhook-id": event.id},
         )
-        for attempt in (1, 2):
+        reconnected = False
+        while True:
             try:
                 exchange = await self._open()
                 await exchange.publish(message, routing_key, timeout=self.config.timeout_s)
-                return
+                return None
             except Exception as exc:
-                if attempt == 1 and _lost_connection(exc):
+                if not reconnected and _lost_connection(exc):
+                    reconnected = True  # publish once more on a fresh connection
                     await self._drop()
                     continue
                 raise amqp_failure(exc, self._exchange_name, routing_key) from exc

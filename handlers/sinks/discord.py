@@ -246,9 +246,10 @@ class DiscordSink:
             throttled=True,
         )
 
-    async def deliver(self, event: Event) -> None:
+    async def deliver(self, event: Event) -> int | None:
         body = discord_message(event, self._username, self._link(event))
-        for attempt in (1, 2):
+        retried = False
+        while True:
             await self._slot()
             response: httpx.Response | None = None
             try:
@@ -261,7 +262,7 @@ class DiscordSink:
                 self._follow_headers(response)  # the claimed slot is released either way
             status = response.status_code
             if 200 <= status < 300:
-                return
+                return status
             if status != 429:
                 raise DeliveryFailed(
                     f"Discord HTTP {status}: {_answer(response)}",
@@ -271,10 +272,11 @@ class DiscordSink:
             wait_s = retry_after(response)
             self._bucket.pause(wait_s)
             self._window.exhaust(wait_s)
-            if attempt == 2 or wait_s > self.config.timeout_s:
+            if retried or wait_s > self.config.timeout_s:
                 raise DeliveryFailed(
                     f"Discord rate limited: {_answer(response)}", status=429, retry_after_s=wait_s
                 )
+            retried = True  # short enough: wait it out (in _slot) and send again, once
 
     def _follow_headers(self, response: httpx.Response | None) -> None:
         """Hand ``X-RateLimit-Remaining`` / ``-Reset-After`` / ``-Limit`` to the

@@ -160,7 +160,7 @@ class NatsSink:
         await asyncio.gather(publish, return_exceptions=True)
         return False
 
-    async def deliver(self, event: Event) -> None:
+    async def deliver(self, event: Event) -> int | None:
         from nats.errors import Error as NatsError
 
         subject = nats_subject(self._subject, event)
@@ -177,6 +177,7 @@ class NatsSink:
                 raise DeliveryFailed("NATS connection dropped twice during publish")
         except (NatsError, OSError, TimeoutError) as exc:
             raise nats_failure(exc, subject) from exc
+        return None
 
     async def aclose(self) -> None:
         async with self._lock:

@@ -105,7 +105,7 @@ class RedisSink:
             )
         return self._redis
 
-    async def deliver(self, event: Event) -> None:
+    async def deliver(self, event: Event) -> int | None:
         from redis.exceptions import RedisError
 
         stream = render(self._stream, event)
@@ -118,6 +118,7 @@ class RedisSink:
             await self.client().xadd(stream, fields, maxlen=self._maxlen, approximate=True)
         except (TimeoutError, RedisError, OSError) as exc:
             raise redis_failure(exc, stream) from exc
+        return None
 
     async def aclose(self) -> None:
         if self._redis is not None:

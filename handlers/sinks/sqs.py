@@ -152,7 +152,7 @@ class SqsSink:
                 self._stack = stack
             return self._sqs
 
-    async def deliver(self, event: Event) -> None:
+    async def deliver(self, event: Event) -> int | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         request: SendMessageRequestTypeDef = {
@@ -173,6 +173,7 @@ class SqsSink:
             raise sqs_failure(exc, self._queue_url) from exc
         if not answer.get("MessageId"):
             raise DeliveryFailed("SQS answered SendMessage without a MessageId", permanent=False)
+        return None
 
     async def aclose(self) -> None:
         async with self._lock:

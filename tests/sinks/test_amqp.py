@@ -84,7 +84,7 @@ async def test_message_is_the_event_persistent_with_its_id(make_sink: MakeSink, 
     """The body is the event JSON; the message is persistent, typed JSON, and carries the
     event id as ``message_id`` and ``webhook-id``; the default routing key is the type."""
     event = make_event()
-    await make_sink(exchange=bus.exchange).deliver(event)
+    assert await make_sink(exchange=bus.exchange).deliver(event) is None  # no HTTP status
     [message] = await bus.messages(1)
     assert message.body == event.to_json().encode()
     assert message.routing_key == "upscale.completed"

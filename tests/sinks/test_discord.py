@@ -102,7 +102,8 @@ async def test_delivers_with_wait_and_never_pings(
     standin, base = discord
     path = standin.add_hook()
     event = make_event(ref="@everyone look")
-    await discord_sink(client, base + path, username="Upscaler").deliver(event)
+    sink = discord_sink(client, base + path, username="Upscaler")
+    assert await sink.deliver(event) == 200  # ?wait=true: the created message
     [message] = standin.hooks[path].messages
     assert "@everyone" in message["content"]
     assert standin.hooks[path].pings == []

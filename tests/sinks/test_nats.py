@@ -81,7 +81,7 @@ async def test_message_is_the_event_with_nats_msg_id(make_sink: MakeSink, stream
     """JetStream stores the event JSON on the rendered subject, with ``Nats-Msg-Id`` and
     ``webhook-id`` = the event id."""
     event = make_event()
-    await make_sink(subject=stream.prefix + ".{type}").deliver(event)
+    assert await make_sink(subject=stream.prefix + ".{type}").deliver(event) is None
     [message] = await stream.messages()
     assert message.subject == f"{stream.prefix}.upscale.completed"
     assert message.data == event.to_json().encode()

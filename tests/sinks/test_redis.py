@@ -70,7 +70,7 @@ async def test_entry_carries_event_id_type_and_json(make_sink: MakeSink, redis: 
     base = _stream(redis)
     redis.created.append(f"{base}.apiframe")
     event = make_event()
-    await make_sink(stream=base + ".{provider}").deliver(event)
+    assert await make_sink(stream=base + ".{provider}").deliver(event) is None  # no HTTP
     [entry] = await _entries(redis, f"{base}.apiframe")
     assert entry == {"event_id": event.id, "type": "upscale.completed", "event": event.to_json()}
     assert json.loads(entry["event"])["id"] == event.id

@@ -92,7 +92,7 @@ async def test_standard_queue_gets_the_event_and_its_id(make_sink: MakeSink, sqs
     """The body is the event JSON; the ``webhook-id`` attribute carries the event id."""
     queue = await _queue(sqs)
     event = make_event()
-    await make_sink(queue).deliver(event)
+    assert await make_sink(queue).deliver(event) is None  # no HTTP status of its own
     [message] = await _receive(sqs, queue)
     assert message["Body"] == event.to_json()
     attributes = message["MessageAttributes"]
