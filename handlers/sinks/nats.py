@@ -51,6 +51,16 @@ def nats_subject(template: str, event: Event) -> str:
     return ".".join(token for token in tokens if token)
 
 
+def _refused(exc: BaseException) -> bool:
+    """Is ``exc`` the server refusing the login (nats-py words it several ways)?"""
+    from nats import errors
+
+    text = str(exc).lower()
+    return isinstance(exc, errors.AuthorizationError | errors.InvalidUserCredentialsError) or (
+        "authorization violation" in text or "authentication" in text
+    )
+
+
 def nats_failure(exc: BaseException, subject: str) -> DeliveryFailed:
     """A nats-py error as a DeliveryFailed carrying the server's reason."""
     from nats import errors
@@ -67,11 +77,8 @@ def nats_failure(exc: BaseException, subject: str) -> DeliveryFailed:
             f"(code {exc.code}, error {exc.err_code})",
             permanent=exc.code == 400,
         )
-    text = str(exc)
-    if isinstance(exc, errors.AuthorizationError | errors.InvalidUserCredentialsError) or (
-        "authorization violation" in text.lower() or "authentication" in text.lower()
-    ):
-        return DeliveryFailed(f"NATS refused the credentials ({text})"[:300], permanent=True)
+    if _refused(exc):
+        return DeliveryFailed(f"NATS refused the credentials ({exc})"[:300], permanent=True)
     if isinstance(exc, errors.MaxPayloadError):
         return DeliveryFailed(f"NATS: event over the server's max_payload ({exc})", permanent=True)
     if isinstance(exc, errors.BadSubjectError):
@@ -92,7 +99,7 @@ class NatsSink:
         self._url = str(options["url"])
         self._subject = str(options.get("subject") or DEFAULT_SUBJECT)
         self._nats: Client | None = None
-        self._last_error: Exception | None = None
+        self._refusal: Exception | None = None
         self._dropped: asyncio.Future[None] | None = None  # resolves when the link drops
         self._lock = asyncio.Lock()
 
@@ -108,9 +115,9 @@ class NatsSink:
         async with self._lock:
             if self._nats is None or self._nats.is_closed:
                 import nats
-                from nats.errors import NoServersError
+                from nats.errors import Error as NatsError
 
-                self._last_error = None
+                self._refusal = None
                 try:
                     self._nats = await nats.connect(
                         self._url,
@@ -122,13 +129,15 @@ class NatsSink:
                         error_cb=self._on_error,
                         disconnected_cb=self._on_disconnect,
                     )
-                except NoServersError as exc:
-                    raise (self._last_error or exc) from exc
+                except (NatsError, OSError, TimeoutError) as exc:
+                    # the server's refusal, not the connection reset that followed it
+                    raise (self._refusal or exc) from exc
             return self._nats
 
     async def _on_error(self, exc: Exception) -> None:
-        """nats-py reports connection trouble here; keep the last for the failure text."""
-        self._last_error = exc
+        """nats-py reports connection trouble here; keep a refusal for the failure."""
+        if _refused(exc):
+            self._refusal = exc
 
     async def _on_disconnect(self) -> None:
         """The connection dropped: wake the deliveries waiting for an ack on it."""
