@@ -15,12 +15,18 @@ than a silent loss.
 One connection and channel per sink, opened on first use and reused; a delivery that
 finds them closed (the broker restarted, dropped the connection or closed the channel
 over an error) opens new ones, and a publish that loses its connection midway is
-retried once on a fresh one. aio-pika is imported lazily.
+retried once on a fresh one (the ``message_id`` lets consumers drop the rare copy).
+This is aio-pika's plain ``connect`` with the sink rebuilding it, not
+``connect_robust``: a robust connection restores itself in the background but never
+replays a failed publish, and a channel closed over a missing exchange would keep it
+cycling; the sink needs neither consumers nor declared state restored. aio-pika is
+imported lazily.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -122,6 +128,8 @@ class AmqpSink:
         async with self._lock:
             connection, channel = self._connection, self._channel
             if connection is not None and not _alive(connection):
+                with contextlib.suppress(Exception):  # already dead: release what is left
+                    await connection.close()
                 connection = self._connection = None
             if connection is None:
                 import aio_pika
@@ -143,16 +151,17 @@ class AmqpSink:
                 )
             return self._exchange
 
-    async def _drop(self) -> None:
-        """Forget the connection (after it was lost) so the next use opens a new one."""
+    async def _drop(self, failed: AbstractConnection | None = None) -> None:
+        """Forget the connection (``failed``, if it is still the current one; any when
+        None) so the next use opens a new one. A delivery failing on a connection that
+        another one already replaced leaves the replacement alone."""
         async with self._lock:
-            connection, self._connection = self._connection, None
-            self._channel = self._exchange = None
-        if connection is not None:
-            try:
-                await connection.close()
-            except Exception:  # already dead: nothing to release
+            connection = self._connection
+            if connection is None or (failed is not None and connection is not failed):
                 return
+            self._connection = self._channel = self._exchange = None
+        with contextlib.suppress(Exception):  # already dead: nothing to release
+            await connection.close()
 
     async def deliver(self, event: Event) -> int | None:
         from aio_pika import DeliveryMode, Message
@@ -172,14 +181,16 @@ class AmqpSink:
         )
         reconnected = False
         while True:
+            used: AbstractConnection | None = None
             try:
                 exchange = await self._open()
+                used = self._connection
                 await exchange.publish(message, routing_key, timeout=self.config.timeout_s)
                 return None
             except Exception as exc:
                 if not reconnected and _lost_connection(exc):
                     reconnected = True  # publish once more on a fresh connection
-                    await self._drop()
+                    await self._drop(used)
                     continue
                 raise amqp_failure(exc, self._exchange_name, routing_key) from exc
 
