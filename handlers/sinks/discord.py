@@ -50,6 +50,7 @@ FIELD_VALUE_MAX = 1024
 FOOTER_MAX = 2048
 EMBED_TOTAL_MAX = 6000
 USERNAME_MAX = 80
+URL_MAX = 2048
 _SCHEMES = ("https://", "http://")
 _COLOURS = {
     EventType.COMPLETED: 0x2ECC71,
@@ -97,6 +98,11 @@ def _fit(embed: dict[str, Any]) -> dict[str, Any]:
     return embed
 
 
+def _linkable(url: str | None) -> bool:
+    """An http(s) URL Discord takes in an embed (it refuses longer than 2,048)."""
+    return bool(url) and str(url).startswith(_SCHEMES) and len(str(url)) <= URL_MAX
+
+
 def discord_embed(event: Event, link: str | None = None) -> dict[str, Any]:
     """The embed for ``event`` (inside every Discord embed limit)."""
     data = event.data
@@ -120,10 +126,10 @@ def discord_embed(event: Event, link: str | None = None) -> dict[str, Any]:
         fields.append(_field("Progress", f"{data['progress']}%"))
     embed["fields"] = fields[:FIELDS_MAX]
     image_url = data["image_url"]
-    if event.type is EventType.COMPLETED and image_url and image_url.startswith(_SCHEMES):
+    if event.type is EventType.COMPLETED and _linkable(image_url):
         embed["image"] = {"url": image_url}
     link = link or (image_url if event.type is EventType.COMPLETED else None)
-    if link and link.startswith(_SCHEMES):
+    if _linkable(link):
         embed["url"] = link
     return _fit(embed)
 

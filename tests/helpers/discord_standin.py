@@ -68,10 +68,11 @@ def _embed_problem(embed: Any) -> str | None:
             if problem:
                 return f"embed.{key}.{inner} {problem}"
     image = embed.get("image")
-    if image is not None and not str((image or {}).get("url", "")).startswith(
-        ("http://", "https://", "attachment://")
+    image_url = str((image or {}).get("url", ""))
+    if image is not None and (
+        not image_url.startswith(("http://", "https://", "attachment://")) or len(image_url) > 2048
     ):
-        return "embed.image.url must be a URL"
+        return "embed.image.url must be a URL of at most 2048 characters"
     return None
 
 

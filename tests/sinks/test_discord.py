@@ -92,6 +92,10 @@ def test_huge_values_stay_inside_discords_limits() -> None:
     assert len(body["content"]) <= 2000
     assert embed_size(embed) <= 6000
     assert message_problem(body) is None
+    long_url = make_event(image_url="https://cdn.test/" + "x" * 2100)
+    [plain] = discord_message(long_url, None, None)["embeds"]
+    assert "image" not in plain
+    assert "url" not in plain
 
 
 async def test_delivers_with_wait_and_never_pings(
