@@ -81,10 +81,11 @@ async def test_default_stream_and_empty_ref(make_sink: MakeSink, redis: Any) -> 
     """Without ``stream`` the entry goes to ``upscale-events``; ``{ref}`` and ``{job_id}``
     of a job-less event render empty."""
     event = make_event(UpdateState.FAILED, job_id=None)
-    sink = make_sink(stream="relay-test-{job_id}-{ref}-x")
-    redis.created.append("relay-test---x")
+    base = _stream(redis)
+    sink = make_sink(stream=base + "-{job_id}-{ref}-x")
+    redis.created.append(f"{base}---x")
     await sink.deliver(event)
-    [entry] = await _entries(redis, "relay-test---x")
+    [entry] = await _entries(redis, f"{base}---x")
     assert entry["event_id"] == event.id
     assert make_sink()._stream == "upscale-events"
 
