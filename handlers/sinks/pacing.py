@@ -1,4 +1,5 @@
-"""Per-destination send pacing: a token bucket shared inside the process.
+"""Per-destination send pacing shared inside the process: a token bucket, and the
+destination's own rate-limit window as its headers report it (``RateWindow``).
 
 Slack allows about one message per second per incoming webhook, so every sink that
 posts to the same webhook draws from one bucket. ``reserve`` claims a send slot
@@ -65,3 +66,73 @@ def shared_bucket(destination: str, rate_per_s: float, burst: int) -> TokenBucke
         if bucket is None:
             bucket = _BUCKETS[key] = TokenBucket(rate_per_s, burst)
         return bucket
+
+
+class RateWindow:
+    """A destination's own rate-limit window, as its ``X-RateLimit-Remaining`` and
+    ``X-RateLimit-Reset-After`` headers describe it (Discord's style).
+
+    ``claim`` takes one of the remaining sends of the current window (0.0) or says how
+    long until it resets; ``release`` gives the answer's headers back. Sends still in
+    flight count against ``remaining``, so concurrent senders never overrun a window
+    they have already seen. Before any answer, or once a window is over, the window is
+    unknown: ``claim`` lets sends go while fewer than the last ``X-RateLimit-Limit``
+    (at first ``default_limit``) are in flight.
+    """
+
+    POLL_S = 0.05  # how often a send waiting on unknown room looks again
+
+    def __init__(self, default_limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._limit = max(1, default_limit)
+        self._remaining: int | None = None
+        self._reset_at = 0.0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    def claim(self) -> float:
+        """0.0: a send may go now (and is counted in flight); else seconds to wait."""
+        with self._lock:
+            now = self._clock()
+            if self._remaining is not None and now >= self._reset_at:
+                self._remaining = None
+            if self._remaining is None:
+                if self._in_flight >= self._limit:
+                    return self.POLL_S
+            elif self._remaining <= 0:
+                return max(0.001, self._reset_at - now)
+            else:
+                self._remaining -= 1
+            self._in_flight += 1
+            return 0.0
+
+    def release(
+        self, remaining: int | None, reset_after_s: float | None, limit: int | None = None
+    ) -> None:
+        """A claimed send was answered (its headers; None where there were none)."""
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            if limit is not None and limit > 0:
+                self._limit = limit
+            if remaining is not None and reset_after_s is not None:
+                self._remaining = max(0, remaining - self._in_flight)
+                self._reset_at = self._clock() + reset_after_s
+
+    def exhaust(self, seconds: float) -> None:
+        """The destination said 429: nothing more before ``seconds`` from now."""
+        with self._lock:
+            self._remaining = 0
+            self._reset_at = max(self._reset_at, self._clock() + seconds)
+
+
+_WINDOWS: dict[str, RateWindow] = {}
+
+
+def shared_window(destination: str, default_limit: int) -> RateWindow:
+    """The process-wide rate window of ``destination`` (keyed by a hash, as buckets)."""
+    key = hashlib.sha256(destination.encode()).hexdigest()
+    with _BUCKETS_LOCK:
+        window = _WINDOWS.get(key)
+        if window is None:
+            window = _WINDOWS[key] = RateWindow(default_limit)
+        return window
