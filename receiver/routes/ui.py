@@ -188,7 +188,7 @@ async def login(request: Request) -> Response:
     form = await read_form(request)
     target = safe_next(form.get("next"))
     if session is None or not sessions.check_csrf(session, form.get("csrf")):
-        return _login_form(request, None, target, "The form expired: please sign in again.")
+        return _login_form(request, session, target, "The form expired: please sign in again.")
     if not sessions.check_api_token(form.get("token", "")):
         return _login_form(request, session, target, "That is not the API token.")
     response = RedirectResponse(target, status_code=303)
