@@ -79,3 +79,20 @@ async def test_a_wrong_token_stays_out(tmp_path: Path) -> None:
                 await page.goto(f"{stack.base_url}{path}")
                 await expect(page).to_have_url(re.compile(r"/ui/login\?next="))
                 await expect(page.locator("nav")).to_have_count(0)
+
+
+async def test_docs_render_with_nothing_fetched_from_outside(tmp_path: Path) -> None:
+    """Swagger UI at /docs lists every operation, and the browser asks nothing of any
+    host but the relay (no CDN, no validator badge)."""
+    async with running_stack(tmp_path) as stack, chromium() as browser:
+        page = await browser.new_page()
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        async with screenshot_on_failure(page, tmp_path / "artifacts" / "docs.png"):
+            await page.goto(f"{stack.base_url}/docs")
+            await expect(page.locator(".opblock")).to_have_count(
+                12 + 1, timeout=10_000
+            )  # + the webhook
+            await expect(page.locator(".opblock-summary-path").first).to_contain_text("/v1/")
+            outside = [url for url in requested if not url.startswith((stack.base_url, "data:"))]
+            assert not outside, outside
