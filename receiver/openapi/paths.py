@@ -94,7 +94,7 @@ def v1_paths(settings: Settings) -> dict[str, Schema]:
                     _query(
                         "status",
                         {"type": "string", "enum": [s.value for s in JobStatus]},
-                        "only jobs in this status",
+                        "only jobs in this status (empty: any)",
                     ),
                     _query("provider", {"type": "string"}, "only jobs of this provider"),
                     LIMIT,
@@ -127,7 +127,7 @@ def v1_paths(settings: Settings) -> dict[str, Schema]:
                 "summary": "List deliveries, newest first",
                 "security": BEARER,
                 "parameters": [
-                    _query("state", state, "only deliveries in this state"),
+                    _query("state", state, "only deliveries in this state (empty: any)"),
                     _query("sink", sinks, "only deliveries to this sink"),
                     _query("job_id", {"type": "string"}, "only deliveries of this job"),
                     _query("event_id", {"type": "string"}, "only deliveries of this event"),
@@ -198,7 +198,7 @@ def callback_paths(settings: Settings) -> dict[str, Schema]:
     body = {
         "required": True,
         "description": "The provider's own callback JSON, verified before it is parsed.",
-        "content": {JSON: {"schema": {}}},
+        "content": {JSON: {"schema": {"type": "object"}}},
     }
     headers = [
         {
