@@ -43,11 +43,11 @@ ERRORS: dict[int, str] = {
     "(`bad_request`, `invalid_payload`); `field` names the culprit.",
     401: "Missing or wrong bearer token, callback token, secret or signature (`unauthorized`).",
     402: "The provider account has no credits left (`provider_insufficient_credits`).",
-    404: "No such job, delivery, provider or route (`not_found`).",
+    404: "No such job, delivery or route (`not_found`), or provider (`unknown_provider`).",
     409: "A conflict (`conflict`): a callback naming another job's task, or an "
     "`Idempotency-Key` whose first request failed.",
     413: "The body exceeds `[relay] max_body_bytes` (`payload_too_large`, with `limit`).",
-    422: "Understood but not doable: `unknown_provider`, `unknown_sink`, "
+    422: "Understood but not doable: `unknown_sink`, "
     "`unsupported_action` (with `supported`), `idempotency_key_reused`, `provider_rejected`.",
     429: "The provider is rate limiting or at its concurrency cap (`provider_rate_limited`, "
     "with `retry_after_s`); `Retry-After` says when to try again.",
