@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from receiver.errors import ConfigError, RelayError
 from receiver.logs import RequestLogMiddleware, configure_logging
-from receiver.routes import callbacks, deliveries, health, jobs, upscales
+from receiver.routes import callbacks, deliveries, docs, health, jobs, ui, upscales
 from receiver.runtime import Runtime
 from receiver.settings import DeliveryMode, Settings, load_settings
 from receiver.store import Store
@@ -90,6 +90,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             *jobs.routes,
             *deliveries.routes,
             *callbacks.routes,
+            *ui.routes,
+            *docs.routes,
         ],
         middleware=[Middleware(RequestLogMiddleware)],
         exception_handlers={

@@ -143,7 +143,10 @@ async def run_demo(port: int | None, workdir: str) -> int:
     print(f"relay serving on http://127.0.0.1:{port} (simulators on :{sim_port})")
     try:
         await _submit_and_watch(port, env["RELAY_API_TOKEN"], arrived, events_path)
-        print("relay demo: still serving; press Ctrl-C to stop")
+        print(
+            f"relay demo: still serving; dashboard http://127.0.0.1:{port}/ui (sign in with"
+            f" RELAY_API_TOKEN), API docs http://127.0.0.1:{port}/docs; press Ctrl-C to stop"
+        )
         await servers[-1].__dict__["_task"]
     finally:
         for server in servers:

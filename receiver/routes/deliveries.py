@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -77,8 +79,9 @@ async def retry_many(request: Request) -> Response:
     return json_response({"replayed": count}, status_code=202)
 
 
-async def list_sinks(request: Request) -> Response:
-    require_api_token(request)
+async def sink_views(request: Request) -> list[dict[str, Any]]:
+    """Each configured sink's health and backlog, as ``GET /v1/sinks`` (and the
+    dashboard) show them."""
     backlog = await store_of(request).backlog_by_sink()
     worker = worker_of(request)
     views = []
@@ -95,7 +98,12 @@ async def list_sinks(request: Request) -> Response:
                 "circuit_closed": circuit.closed_count if circuit else 0,
             }
         )
-    return json_response({"sinks": views})
+    return views
+
+
+async def list_sinks(request: Request) -> Response:
+    require_api_token(request)
+    return json_response({"sinks": await sink_views(request)})
 
 
 routes = [
