@@ -50,6 +50,8 @@ _ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
 _DONE = {"finished", "completed", "done", "success"}
 _FAILED = {"failed", "error"}
 
+MIN_ACCOUNT_SECRET_CHARS = 16
+
 
 class ApiframeProvider:
     """Drives Apiframe's legacy upscale endpoints."""
@@ -60,6 +62,21 @@ class ApiframeProvider:
     mints_job_secret: ClassVar[bool] = True
     confirm_by_poll_default: ClassVar[bool] = False
     max_jobs_default: ClassVar[int | None] = None
+    options_keys: ClassVar[frozenset[str]] = frozenset({"account_webhook_secret"})
+
+    @classmethod
+    def config_problems(cls, options: Mapping[str, Any]) -> list[str]:
+        secret = options.get("account_webhook_secret")
+        if secret is None:
+            return []
+        if not isinstance(secret, str):
+            return ["account_webhook_secret must be a string"]
+        if len(secret) < MIN_ACCOUNT_SECRET_CHARS:
+            return [
+                f"account_webhook_secret is too short ({len(secret)} characters; use at "
+                f"least {MIN_ACCOUNT_SECRET_CHARS}, e.g. from `relay gen-secret`)"
+            ]
+        return []
 
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         self.config = config

@@ -60,6 +60,11 @@ class ApimartProvider:
     mints_job_secret: ClassVar[bool] = False
     confirm_by_poll_default: ClassVar[bool] = False
     max_jobs_default: ClassVar[int | None] = None
+    options_keys: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def config_problems(cls, options: Mapping[str, Any]) -> list[str]:
+        return []  # no provider-specific keys
 
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         self.config = config

@@ -33,7 +33,7 @@ class ProviderConfig:
     poll_after_s: float = 120.0
     poll_interval_s: float = 15.0
     deadline_s: float = 1800.0
-    max_jobs: int | None = None
+    max_jobs: int | None = field(default=None, metadata={"min": 1})
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -76,11 +76,19 @@ class Provider(Protocol):
     ``confirm_by_poll_default`` / ``max_jobs_default``
         Defaults of the ``confirm_by_poll`` and ``max_jobs`` config keys (Kie confirms
         by polling; useapi caps concurrent jobs at its plan's 3).
+    ``options_keys``
+        The provider-specific keys its ``[providers.NAME]`` table may hold besides the
+        ``ProviderConfig`` fields (Kie's ``webhook_hmac_key``); any other key is a
+        config error. They reach the provider in ``config.options``.
     ``mints_job_secret``
         True when the provider echoes a secret we choose per job (Apiframe's
         ``webhook_secret`` → ``x-webhook-secret``); the relay then mints one and hands
         it to ``submit`` and ``verify_callback``.
 
+    ``config_problems(options)``
+        What is wrong with those options (an empty HMAC key, a secret too short to be
+        a secret …), for ``relay check-config`` and a refused start; never touches the
+        network.
     ``supported_actions()``
         Our action names (``U1`` … ``redo_upscale_creative``) this provider can do.
     ``submit(spec)``
@@ -104,9 +112,13 @@ class Provider(Protocol):
     mints_job_secret: ClassVar[bool]
     confirm_by_poll_default: ClassVar[bool]
     max_jobs_default: ClassVar[int | None]
+    options_keys: ClassVar[frozenset[str]]
     config: ProviderConfig
 
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None: ...
+
+    @classmethod
+    def config_problems(cls, options: Mapping[str, Any]) -> list[str]: ...
 
     def supported_actions(self) -> tuple[str, ...]: ...
 

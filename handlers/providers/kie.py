@@ -78,6 +78,23 @@ class KieProvider:
     mints_job_secret: ClassVar[bool] = False
     confirm_by_poll_default: ClassVar[bool] = True
     max_jobs_default: ClassVar[int | None] = None
+    options_keys: ClassVar[frozenset[str]] = frozenset({"webhook_hmac_key", "water_mark"})
+
+    @classmethod
+    def config_problems(cls, options: Mapping[str, Any]) -> list[str]:
+        problems: list[str] = []
+        key = options.get("webhook_hmac_key")
+        keys = [key] if isinstance(key, str) else key if isinstance(key, list) else None
+        if key is not None and (keys is None or not all(isinstance(k, str) for k in keys)):
+            problems.append("webhook_hmac_key must be a string or a list of strings")
+        elif keys is not None and (not keys or not all(keys)):
+            problems.append(
+                "webhook_hmac_key is empty: set Kie's webhookHmacKey, or remove the key "
+                "to run without HMAC checks"
+            )
+        if "water_mark" in options and not isinstance(options["water_mark"], str):
+            problems.append("water_mark must be a string")
+        return problems
 
     def __init__(
         self,

@@ -21,8 +21,8 @@ class SinkConfig:
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     retry_schedule_s: tuple[float, ...] | None = None
     timeout_s: float = 10.0
-    max_concurrency: int = 8
-    circuit_failure_threshold: int = 10
+    max_concurrency: int = field(default=8, metadata={"min": 1})
+    circuit_failure_threshold: int = field(default=10, metadata={"min": 1})
     circuit_probe_interval_s: float = 30.0
 
 
@@ -42,12 +42,18 @@ class Sink(Protocol):
     answer that no retry can fix (the retry policy classifies the rest by status). It
     must be idempotent for the same ``event.id``: delivery is at-least-once.
 
+    ``options_keys`` names the sink-specific keys of its ``[sinks.NAME]`` table (``url``,
+    ``bucket`` …), besides the ``SinkConfig`` fields every sink understands; any other
+    key is a config error ("unknown key `urll` (did you mean `url`?)"). Only these keys
+    reach the sink, in ``config.options``.
+
     ``config_problems(options)`` lists what is wrong with a ``[sinks.NAME]`` table
     (missing ``url`` …), for ``relay check-config``; it must not touch the network.
     ``aclose()`` releases what the sink opened itself (not the shared client).
     """
 
     type: ClassVar[str]
+    options_keys: ClassVar[frozenset[str]]
     config: SinkConfig
 
     def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None: ...

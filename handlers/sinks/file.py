@@ -20,6 +20,7 @@ class FileSink:
     appends again: readers deduplicate on ``id`` as with any at-least-once sink."""
 
     type: ClassVar[str] = "file"
+    options_keys: ClassVar[frozenset[str]] = frozenset({"path"})
 
     def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
         self.config = config

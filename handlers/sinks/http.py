@@ -40,6 +40,7 @@ class HttpSink:
     receiver can rotate). Options: ``url``, ``secret`` or ``secrets``, ``headers``."""
 
     type: ClassVar[str] = "http"
+    options_keys: ClassVar[frozenset[str]] = frozenset({"url", "secret", "secrets", "headers"})
 
     def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
         self.config = config

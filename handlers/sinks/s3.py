@@ -147,6 +147,9 @@ class S3Sink:
     completed event's image there (one PutObject up to 8 MiB, multipart above)."""
 
     type: ClassVar[str] = "s3"
+    options_keys: ClassVar[frozenset[str]] = frozenset(
+        {"bucket", "prefix", "region", "endpoint_url", "copy_images", *_CREDENTIAL_KEYS}
+    )
 
     def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
         self.config = config

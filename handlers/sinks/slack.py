@@ -97,6 +97,7 @@ class SlackSink:
     SlackSink in the process; a 429's ``Retry-After`` also pauses that pacing."""
 
     type: ClassVar[str] = "slack"
+    options_keys: ClassVar[frozenset[str]] = frozenset({"url", "rate_per_s", "burst"})
 
     def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
         self.config = config
