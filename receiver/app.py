@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,11 +17,12 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from receiver.bootstrap import announce_generated, bootstrap, exit_on_user_error
 from receiver.errors import ConfigError, RelayError
-from receiver.logs import RequestLogMiddleware, configure_logging
+from receiver.logs import RequestLogMiddleware
 from receiver.routes import callbacks, deliveries, docs, health, jobs, ui, upscales
 from receiver.runtime import Runtime
-from receiver.settings import DeliveryMode, Settings, load_settings
+from receiver.settings import DeliveryMode, Settings
 from receiver.store import Store
 
 log = structlog.get_logger("relay.app")
@@ -34,12 +34,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     Procfile's ``uvicorn receiver.app:create_app --factory``) and exits with the list
     of problems, not a traceback, when the configuration is bad."""
     if settings is None:
-        try:
-            settings = load_settings()
-        except ConfigError as exc:
-            print(f"relay: {exc.message}", file=sys.stderr)
-            raise SystemExit(2) from None
-        configure_logging(settings.log_format, settings.log_level)
+        with exit_on_user_error():
+            settings = bootstrap()
+        announce_generated(settings)
     resolved = settings
 
     @contextlib.asynccontextmanager

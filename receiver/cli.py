@@ -1,68 +1,101 @@
 """The ``relay`` command (also ``python -m receiver``).
 
-Every verb reads the environment and ``RELAY_CONFIG`` like the service does; a bad
-configuration prints every problem and exits with status 2, never a traceback.
+Every verb reads only what it uses: ``serve``, ``worker``, ``submit`` and
+``check-config`` read the environment and ``RELAY_CONFIG`` like the service does;
+``jobs``, ``deliveries``, ``replay`` and ``migrate`` need only ``DATABASE_URL``.
+Mistakes a user can fix print one line (a bad configuration: every problem, one per
+line) and exit with a status, never a traceback: 2 for the configuration, 1 for the
+rest (port in use, store unreachable, permissions).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from receiver.errors import ConfigError, RelayError
+from receiver.bootstrap import (
+    announce_generated,
+    bind_socket,
+    bootstrap,
+    bootstrap_store,
+    error_line,
+)
+from receiver.cli_output import print_result, print_rows, wants_json
+from receiver.errors import ConfigError
 from receiver.events import DeliveryState, JobStatus, utcnow
-from receiver.settings import Settings, load_settings, unused_sinks
+from receiver.settings import SECRET_KEY, DeliveryMode, Settings, unused_sinks
+from receiver.store_check import probe_store, require_sqlite_file, store_failure
 
 Command = Callable[[argparse.Namespace], int]
 SHUTDOWN_GRACE_S = 10.0
-
-
-def _settings() -> Settings:
-    """Settings from the environment, with logging set up (to stderr, so a verb's
-    stdout stays machine-readable)."""
-    from receiver.logs import configure_logging
-
-    settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    return settings
+EXIT_STARTUP_FAILED = 3
 
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
 
+def listening_line(settings: Settings) -> str:
+    """``relay serve``'s one line: where it listens, where callbacks point, the store
+    and the delivery mode."""
+    from receiver.store_check import describe_url
+
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    listen = f"http://{host}:{settings.port}"
+    if settings.host in ("0.0.0.0", "::", ""):
+        listen += " (all interfaces)"
+    return (
+        f"relay: listening on {listen}; callbacks to {settings.public_url}/callbacks/…; "
+        f"store {describe_url(settings.database_url)}; delivery {settings.delivery_mode.value}"
+    )
+
+
+def _serve_problems(settings: Settings) -> list[str]:
+    if settings.delivery_mode is DeliveryMode.INLINE and settings.database_url.startswith("sqlite"):
+        return ["RELAY_DELIVERY_MODE=inline needs a networked store (PostgreSQL)"]
+    return []
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from receiver.app import create_app
-    from receiver.logs import configure_logging
 
-    settings = _settings()
-    configure_logging(settings.log_format, settings.log_level)
-    port = args.port if args.port is not None else settings.port
-    uvicorn.run(
+    settings = bootstrap(host=args.host, port=args.port)
+    problems = _serve_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    asyncio.run(probe_store(settings.database_url))
+    sock = bind_socket(settings.host, settings.port)
+    announce_generated(settings)
+    print(listening_line(settings), flush=True)
+    config = uvicorn.Config(
         create_app(settings),
-        host=args.host,
-        port=port,
         log_config=None,
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=10,
     )
-    return 0
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0 if server.started else EXIT_STARTUP_FAILED
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from receiver.logs import configure_logging
-
-    settings = _settings()
-    configure_logging(settings.log_format, settings.log_level)
+    settings = bootstrap(needs={SECRET_KEY})
+    asyncio.run(probe_store(settings.database_url))
+    announce_generated(settings)
     return asyncio.run(_worker(settings, once=args.once, budget_s=args.budget))
 
 
@@ -88,11 +121,34 @@ async def _worker(settings: Settings, *, once: bool, budget_s: float) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from simulators import create_simulator_app
+    from receiver.logs import configure_logging
+    from simulators import create_simulator_app, default_keys
 
-    print(f"simulators on http://{args.host}:{args.port}/{{provider}}", file=sys.stderr)
-    uvicorn.run(create_simulator_app(), host=args.host, port=args.port, log_level="warning")
+    configure_logging("auto", "warning")
+    sock = bind_socket(args.host, args.port)
+    print(simulator_banner(args.host, args.port, default_keys()), flush=True)
+    config = uvicorn.Config(create_simulator_app(), log_config=None, access_log=False)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
+
+
+def simulator_banner(host: str, port: int, keys: dict[str, str]) -> str:
+    """What ``relay simulate`` prints: each provider's base URL and the key it accepts,
+    and the ``relay.toml`` tables that point the relay at them."""
+    root = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+    width = max(map(len, keys))
+    lines = [f"relay simulate: provider simulators on {root} (any other API key is refused)"]
+    lines += [
+        f"  {name:<{width}}  {root}/{name:<{width}}  api_key {key}" for name, key in keys.items()
+    ]
+    lines.append("relay.toml for them:")
+    for name, key in keys.items():
+        lines.append(f'  [providers.{name}]\n  api_key = "{key}"\n  base_url = "{root}/{name}"')
+    lines.append("knobs ride in the parent id you submit (grid-fail, p-nocallback …): see README")
+    return "\n".join(lines)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -101,31 +157,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(port=args.port, workdir=args.dir))
 
 
+def cmd_gen_secret(args: argparse.Namespace) -> int:
+    """A fresh Standard Webhooks secret (``whsec_`` + base64 of 32 random bytes), good
+    for an http sink's ``secret``, ``RELAY_SECRET_KEY`` or ``RELAY_API_TOKEN``."""
+    print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = bootstrap()
     for warning in settings.warnings:
         print(f"warning: {warning}")
     for sink in unused_sinks(settings):
         print(f"warning: sink {sink!r} is not used by any route")
+    for problem in _serve_problems(settings):
+        print(f"warning: {problem} (relay serve refuses this)")
     print(
         f"config ok: {len(settings.providers)} provider(s) "
         f"({', '.join(sorted(settings.providers)) or 'none'}), "
         f"{len(settings.sinks)} sink(s), {len(settings.routes)} route(s), "
         f"store {settings.database_url.split(':', 1)[0]}, delivery {settings.delivery_mode.value}"
+        + (f", file {settings.config_path}" if settings.config_path else ", no config file"),
+        flush=True,
     )
+    if args.offline:
+        print("store not checked (--offline)")
+    else:
+        print(f"store ok: {asyncio.run(probe_store(settings.database_url))}")
     return 0
 
 
-def _store_command(run: Callable[[Any], Awaitable[int]]) -> Command:
+def _store_command(run: Callable[[Any], Awaitable[int]], *, creates: bool = False) -> Command:
+    """A verb that needs only the store (``DATABASE_URL``). Unless it ``creates`` the
+    store (``migrate``), a SQLite file that does not exist is an error, not a new file."""
+
     def command(args: argparse.Namespace) -> int:
         from receiver.store import open_store
 
-        settings = _settings()
+        settings = bootstrap_store()
+        url = settings.database_url
+        if not creates:
+            require_sqlite_file(url)
 
         async def main() -> int:
-            store = open_store(settings.database_url)
+            await probe_store(url)
+            store = open_store(url)
             try:
-                await store.migrate()
+                try:
+                    await store.migrate()
+                except Exception as exc:
+                    raise store_failure(exc, url) from None
                 return await run((store, args))
             finally:
                 await store.close()
@@ -136,9 +217,18 @@ def _store_command(run: Callable[[Any], Awaitable[int]]) -> Command:
 
 
 async def _migrate(ctx: Any) -> int:
-    store, _args = ctx
-    print(json.dumps({"schema_version": await store.migrate()}))
+    store, args = ctx
+    version = await store.migrate()
+    print_result(
+        {"schema_version": version},
+        f"store migrated: schema version {version}",
+        as_json=wants_json(args.json),
+    )
     return 0
+
+
+JOB_COLUMNS = ("job_id", "provider", "action", "status", "ref", "submitted_at", "finished_at")
+DELIVERY_COLUMNS = ("id", "sink", "state", "attempts", "job_id", "next_attempt_at", "last_error")
 
 
 async def _jobs(ctx: Any) -> int:
@@ -149,8 +239,12 @@ async def _jobs(ctx: Any) -> int:
         provider=args.provider,
         limit=args.limit,
     )
-    for job in jobs:
-        print(json.dumps(job.view(), sort_keys=True))
+    print_rows(
+        [job.view() for job in jobs],
+        JOB_COLUMNS,
+        as_json=wants_json(args.json),
+        empty="no jobs" + (" match" if args.ref or args.status or args.provider else " yet"),
+    )
     return 0
 
 
@@ -161,8 +255,13 @@ async def _deliveries(ctx: Any) -> int:
     where = DeliveryFilter(
         state=DeliveryState(args.state) if args.state else None, sink=args.sink, job_id=args.job
     )
-    for delivery in await store.list_deliveries(where, limit=args.limit):
-        print(json.dumps(delivery.view(), sort_keys=True))
+    deliveries = await store.list_deliveries(where, limit=args.limit)
+    print_rows(
+        [delivery.view() for delivery in deliveries],
+        DELIVERY_COLUMNS,
+        as_json=wants_json(args.json),
+        empty="no deliveries" + (" match" if args.state or args.sink or args.job else " yet"),
+    )
     return 0
 
 
@@ -180,16 +279,20 @@ async def _replay(ctx: Any) -> int:
         print(f"relay: no delivery {args.id!r}", file=sys.stderr)
         return 1
     count = await store.replay(where, utcnow())
-    print(json.dumps({"replayed": count}))
+    text = f"replayed {count} deliver{'y' if count == 1 else 'ies'}"
+    if count == 0:
+        text = f"nothing to replay (no {args.state} deliveries match)"
+    print_result({"replayed": count}, text, as_json=wants_json(args.json))
     return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = bootstrap(needs={SECRET_KEY})
 
     async def main() -> int:
         from receiver.runtime import Runtime
 
+        await probe_store(settings.database_url)
         async with Runtime.open(settings) as runtime:
             body: dict[str, Any] = {
                 "provider": args.provider,
@@ -208,13 +311,28 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="JSON lines (the default when stdout is not a terminal)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="relay", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="relay",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     serve = verbs.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=None, help="default $PORT, else 8000")
+    serve.add_argument("--host", default=None, help="default 0.0.0.0 (all interfaces)")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="default $PORT, else 8000 (also in the default RELAY_PUBLIC_URL)",
+    )
     serve.set_defaults(run=cmd_serve)
 
     worker = verbs.add_parser("worker", help="deliver events and poll providers")
@@ -241,18 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--idempotency-key")
     submit.set_defaults(run=cmd_submit)
 
-    jobs = verbs.add_parser("jobs", help="list jobs")
+    jobs = verbs.add_parser("jobs", help="list jobs (needs only DATABASE_URL)")
     jobs.add_argument("--ref")
     jobs.add_argument("--status", choices=[s.value for s in JobStatus])
     jobs.add_argument("--provider")
     jobs.add_argument("--limit", type=int, default=100)
+    _json_flag(jobs)
     jobs.set_defaults(run=_store_command(_jobs))
 
-    deliveries = verbs.add_parser("deliveries", help="list deliveries")
+    deliveries = verbs.add_parser("deliveries", help="list deliveries (needs only DATABASE_URL)")
     deliveries.add_argument("--state", choices=[s.value for s in DeliveryState])
     deliveries.add_argument("--sink")
     deliveries.add_argument("--job")
     deliveries.add_argument("--limit", type=int, default=100)
+    _json_flag(deliveries)
     deliveries.set_defaults(run=_store_command(_deliveries))
 
     replay = verbs.add_parser("replay", help="re-deliver dead (or chosen) deliveries")
@@ -260,13 +380,21 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--state", default="dead", choices=["dead", "delivered"])
     replay.add_argument("--sink")
     replay.add_argument("--job")
+    _json_flag(replay)
     replay.set_defaults(run=_store_command(_replay))
 
-    check = verbs.add_parser("check-config", help="validate the configuration")
+    check = verbs.add_parser("check-config", help="validate the configuration and reach the store")
+    check.add_argument("--offline", action="store_true", help="do not open the store")
     check.set_defaults(run=cmd_check_config)
 
-    migrate = verbs.add_parser("migrate", help="apply store migrations")
-    migrate.set_defaults(run=_store_command(_migrate))
+    migrate = verbs.add_parser(
+        "migrate", help="create or upgrade the store (needs only DATABASE_URL)"
+    )
+    _json_flag(migrate)
+    migrate.set_defaults(run=_store_command(_migrate, creates=True))
+
+    gen_secret = verbs.add_parser("gen-secret", help="print a fresh whsec_… secret")
+    gen_secret.set_defaults(run=cmd_gen_secret)
     return parser
 
 
@@ -274,14 +402,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
-    except ConfigError as exc:
-        print(f"relay: {exc.message}", file=sys.stderr)
-        return 2
-    except RelayError as exc:
-        print(f"relay: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        found = error_line(exc)
+        if found is None:
+            raise
+        print(f"relay: {found[0]}", file=sys.stderr)
+        return found[1]
     return code
 
 

@@ -1,4 +1,5 @@
-"""Logging: structlog, JSON when not on a tty, request ids through contextvars, and a
+"""Logging: structlog (console on a terminal, JSON otherwise), the standard library's
+loggers routed through it, request ids through contextvars, and a
 redaction processor so secrets and tokens never reach a log line."""
 
 from __future__ import annotations
@@ -38,28 +39,62 @@ def redact_secrets(
     return event_dict
 
 
-def configure_logging(log_format: str = "json", level: str = "info") -> None:
-    """Set structlog up once per process: JSON (or console on a tty when asked)."""
+def resolve_format(log_format: str = "auto") -> str:
+    """``console`` or ``json``: ``auto`` is console on a terminal (stderr), else JSON."""
+    if log_format in ("json", "console"):
+        return log_format
+    return "console" if sys.stderr.isatty() else "json"
+
+
+#: the loggers uvicorn's CLI gives handlers of its own; they get the relay's instead
+#: (``relay serve`` passes ``log_config=None``: they propagate to the root handler)
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+def configure_logging(log_format: str = "auto", level: str = "info") -> str:
+    """Set structlog up for this process and return the format chosen (``console`` or
+    ``json``, see ``resolve_format``). The standard library's loggers (uvicorn's,
+    asyncio's, libraries') go through the same processors and renderer, so with JSON
+    chosen every line on stderr is JSON: tracebacks included, as an ``exception``
+    field."""
+    chosen = resolve_format(log_format)
     renderer: Any
-    if log_format == "console" and sys.stderr.isatty():
-        renderer = structlog.dev.ConsoleRenderer()
+    if chosen == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     else:
         renderer = structlog.processors.JSONRenderer()
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric)
+    for name in UVICORN_LOGGERS:
+        routed = logging.getLogger(name)
+        if routed.handlers:  # configured by uvicorn's own CLI: keep where, change how
+            routed.handlers = [handler]
+    return chosen
 
 
 class RequestLogMiddleware:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from receiver.errors import ConfigError
-from receiver.settings import DeliveryMode, Settings, load_settings
+from receiver.settings import DeliveryMode, Settings
 
 WORKER_BUDGET_S = 50.0  # as ``relay worker --once``
 WORKER_MARGIN_S = 5.0  # left of the invocation's time for closing the store and answering
@@ -70,11 +70,9 @@ def build_worker_handler(settings: Settings) -> WorkerHandler:
 
 
 def _settings() -> Settings:
-    from receiver.logs import configure_logging
+    from receiver.bootstrap import bootstrap
 
-    settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    return settings
+    return bootstrap()
 
 
 def handler(event: Mapping[str, Any], context: Any) -> Any:
