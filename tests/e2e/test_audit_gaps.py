@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -16,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import receiver.settings
 import receiver.worker
+import tests.helpers.stack
 from tests.helpers.recorder import Recorder
 from tests.helpers.servers import serve_app
 from tests.helpers.stack import Stack, running_stack
@@ -33,7 +34,12 @@ async def test_chunked_body_over_the_limit_is_413_and_the_limit_is_configurable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A body without Content-Length (chunked) is cut off at the configured limit: 413."""
-    monkeypatch.setattr(receiver.settings, "DEFAULT_MAX_BODY_BYTES", 4096)
+    load = tests.helpers.stack.load_settings
+    monkeypatch.setattr(
+        tests.helpers.stack,
+        "load_settings",
+        lambda *args, **kwargs: dataclasses.replace(load(*args, **kwargs), max_body_bytes=4096),
+    )
     async with running_stack(tmp_path, extra_config=HTTP_COMPLETED) as stack:
         assert stack.settings.max_body_bytes == 4096
         job = await stack.submit(provider="apiframe", parent_id="c-nocallback", action="U1")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -178,19 +180,38 @@ def test_demo_prints_the_event_arriving_at_both_sinks(tmp_path: Path) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             lines.append(line)
-            if line.startswith("file sink:") or len(lines) > 50:
+            seen = "".join(lines)
+            done = "file sink:" in seen and "delivery  delivered upscale.completed" in seen
+            if done or len(lines) > 50:
                 break
+        text = "".join(lines)
+        assert "http sink: upscale.completed evt_" in text, text
+        assert "(signature verified)" in text
+        assert "file sink: upscale.completed evt_" in text
+        event_id = text.split("http sink: upscale.completed ")[1].split()[0]
+        assert event_id in (tmp_path / ".relay-demo" / "events.jsonl").read_text()
+        assert f"event     upscale.completed {event_id}" in text  # one line per event
+        assert f"delivery  delivered upscale.completed {event_id} → " in text
+        # the paste-ready exports work for the CLI while the demo serves
+        exports = dict(re.findall(r"^  export (\w+)=(\S+)$", text, re.MULTILINE))
+        assert set(exports) >= {
+            "DATABASE_URL",
+            "RELAY_CONFIG",
+            "RELAY_API_TOKEN",
+            "RELAY_SECRET_KEY",
+            "DEMO_SINK_SECRET",
+        }
+        shell = {"PATH": os.environ["PATH"], **{k: shlex.split(v)[0] for k, v in exports.items()}}
+        checked = _relay(shell, "check-config")
+        assert checked.returncode == 0, checked.stderr
+        assert "store ok: SQLite" in checked.stdout
+        [job] = [json.loads(line) for line in _relay(shell, "jobs").stdout.splitlines()]
+        assert job["status"] == "completed"
     finally:
         process.terminate()
         process.wait(timeout=15)
         if process.stdout is not None:
             process.stdout.close()
-    text = "".join(lines)
-    assert "http sink: upscale.completed evt_" in text, text
-    assert "(signature verified)" in text
-    assert "file sink: upscale.completed evt_" in text
-    event_id = text.split("http sink: upscale.completed ")[1].split()[0]
-    assert event_id in (tmp_path / ".relay-demo" / "events.jsonl").read_text()
 
 
 async def test_submit_verb_prints_only_json_on_stdout(tmp_path: Path) -> None:
