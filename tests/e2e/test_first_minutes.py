@@ -140,6 +140,12 @@ def test_store_commands_need_only_database_url(tmp_path: Path) -> None:
         "relay: cannot reach postgresql://u@127.0.0.1:1/x: connection refused "
         "(is the server running?)"
     )
+    secrets = {"RELAY_SECRET_KEY": "s", "RELAY_API_TOKEN": "t", "NOT_SET_HERE": "https://x.test"}
+    served = relay(
+        tmp_path, base_env(DATABASE_URL="postgresql://u@127.0.0.1:1/x", **secrets), "serve"
+    )
+    assert served.returncode == 1
+    assert served.stderr.startswith("relay: cannot reach postgresql://u@127.0.0.1:1/x")
     (tmp_path / "a-file").write_text("")
     not_a_dir = relay(tmp_path, base_env(DATABASE_URL="sqlite:///a-file/relay.db"), "migrate")
     assert not_a_dir.returncode == 1
@@ -156,7 +162,7 @@ def test_store_commands_need_only_database_url(tmp_path: Path) -> None:
     )
     replayed = relay(tmp_path, bare, "replay")
     assert json.loads(replayed.stdout) == {"replayed": 0}
-    for result in (refused, unreachable, not_a_dir, migrated, replayed):
+    for result in (refused, unreachable, served, not_a_dir, migrated, replayed):
         assert "Traceback" not in result.stderr
         assert "RELAY_SECRET_KEY" not in result.stderr
 
