@@ -200,7 +200,7 @@ async def test_account_level_callbacks_need_an_account_secret(tmp_path: Path) ->
     options = {
         **ALL_FAST,
         "kie": FAST_POLLING + f'webhook_hmac_key = "{KIE_KEY}"\n',
-        "apiframe": FAST_POLLING + 'account_webhook_secret = "acct-secret"\n',
+        "apiframe": FAST_POLLING + 'account_webhook_secret = "acct-secret-0123456789"\n',
     }
     async with running_stack(tmp_path, extra_config=ROUTE, provider_options=options) as stack:
         stack.sim("kie").state.hmac_key = KIE_KEY
@@ -221,7 +221,7 @@ async def test_account_level_callbacks_need_an_account_secret(tmp_path: Path) ->
                     "parent_task_id": "outside",
                     "index": "2",
                     "webhook_url": f"{stack.base_url}/callbacks/apiframe",
-                    "webhook_secret": "acct-secret",
+                    "webhook_secret": "acct-secret-0123456789",
                 },
                 headers={"Authorization": "sim-apiframe-key"},
             )
