@@ -8,8 +8,10 @@ import json
 import os
 import pty
 import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -310,3 +312,37 @@ async def test_simulate_says_where_and_which_keys(tmp_path: Path) -> None:
     secret = relay(tmp_path, base_env(), "gen-secret").stdout.strip()
     assert secret.startswith("whsec_")
     Webhook(secret)  # a valid Standard Webhooks secret
+
+
+def test_serve_logs_for_people_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal (RELAY_LOG_FORMAT unset) `relay serve` logs console lines, not
+    JSON, uvicorn's own lines included."""
+    controller, terminal = pty.openpty()
+    env = base_env(RELAY_SECRET_KEY="s", RELAY_API_TOKEN="t")
+    args = ["serve", "--host", "127.0.0.1", "--port", str(free_port())]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "receiver", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    shown = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"Application startup complete" not in shown and time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if ready:
+                shown += os.read(controller, 65536)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        os.close(controller)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", shown.decode(errors="replace"))
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines[0].startswith("relay: listening on http://127.0.0.1:")
+    started = next(line for line in lines if "Application startup complete" in line)
+    assert "[info" in started
+    assert "uvicorn.error" in started
+    assert not any(line.lstrip().startswith("{") for line in lines), text
