@@ -18,23 +18,22 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from receiver import store_verbs
 from receiver.bootstrap import (
     announce_generated,
     bind_socket,
     bootstrap,
-    bootstrap_store,
     error_line,
 )
-from receiver.cli_output import print_result, print_rows, wants_json
 from receiver.errors import ConfigError
-from receiver.events import DeliveryState, JobStatus, utcnow
+from receiver.events import DeliveryState, JobStatus
 from receiver.settings import SECRET_KEY, DeliveryMode, Settings, unused_sinks
-from receiver.store_check import probe_store, require_sqlite_file, store_failure
+from receiver.store_check import probe_store
+from receiver.store_verbs import store_command
 
-Command = Callable[[argparse.Namespace], int]
 SHUTDOWN_GRACE_S = 10.0
 EXIT_STARTUP_FAILED = 3
 
@@ -187,105 +186,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store_command(run: Callable[[Any], Awaitable[int]], *, creates: bool = False) -> Command:
-    """A verb that needs only the store (``DATABASE_URL``). Unless it ``creates`` the
-    store (``migrate``), a SQLite file that does not exist is an error, not a new file."""
-
-    def command(args: argparse.Namespace) -> int:
-        from receiver.store import open_store
-
-        settings = bootstrap_store()
-        url = settings.database_url
-        if not creates:
-            require_sqlite_file(url)
-
-        async def main() -> int:
-            await probe_store(url)
-            store = open_store(url)
-            try:
-                try:
-                    await store.migrate()
-                except Exception as exc:
-                    raise store_failure(exc, url) from None
-                return await run((store, args))
-            finally:
-                await store.close()
-
-        return asyncio.run(main())
-
-    return command
-
-
-async def _migrate(ctx: Any) -> int:
-    store, args = ctx
-    version = await store.migrate()
-    print_result(
-        {"schema_version": version},
-        f"store migrated: schema version {version}",
-        as_json=wants_json(args.json),
-    )
-    return 0
-
-
-JOB_COLUMNS = ("job_id", "provider", "action", "status", "ref", "submitted_at", "finished_at")
-DELIVERY_COLUMNS = ("id", "sink", "state", "attempts", "job_id", "next_attempt_at", "last_error")
-
-
-async def _jobs(ctx: Any) -> int:
-    store, args = ctx
-    jobs = await store.list_jobs(
-        ref=args.ref,
-        status=JobStatus(args.status) if args.status else None,
-        provider=args.provider,
-        limit=args.limit,
-    )
-    print_rows(
-        [job.view() for job in jobs],
-        JOB_COLUMNS,
-        as_json=wants_json(args.json),
-        empty="no jobs" + (" match" if args.ref or args.status or args.provider else " yet"),
-    )
-    return 0
-
-
-async def _deliveries(ctx: Any) -> int:
-    from receiver.store import DeliveryFilter
-
-    store, args = ctx
-    where = DeliveryFilter(
-        state=DeliveryState(args.state) if args.state else None, sink=args.sink, job_id=args.job
-    )
-    deliveries = await store.list_deliveries(where, limit=args.limit)
-    print_rows(
-        [delivery.view() for delivery in deliveries],
-        DELIVERY_COLUMNS,
-        as_json=wants_json(args.json),
-        empty="no deliveries" + (" match" if args.state or args.sink or args.job else " yet"),
-    )
-    return 0
-
-
-async def _replay(ctx: Any) -> int:
-    from receiver.store import DeliveryFilter
-
-    store, args = ctx
-    where = DeliveryFilter(
-        delivery_id=args.id,
-        state=None if args.id else DeliveryState(args.state),
-        sink=args.sink,
-        job_id=args.job,
-    )
-    if args.id and await store.get_delivery(args.id) is None:
-        print(f"relay: no delivery {args.id!r}", file=sys.stderr)
-        return 1
-    count = await store.replay(where, utcnow())
-    text = f"replayed {count} deliver{'y' if count == 1 else 'ies'}"
-    if count == 0:
-        text = f"nothing to replay (no {args.state} deliveries match)"
-    print_result({"replayed": count}, text, as_json=wants_json(args.json))
-    return 0
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
     settings = bootstrap(needs={SECRET_KEY})
 
@@ -365,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--provider")
     jobs.add_argument("--limit", type=int, default=100)
     _json_flag(jobs)
-    jobs.set_defaults(run=_store_command(_jobs))
+    jobs.set_defaults(run=store_command(store_verbs.jobs))
 
     deliveries = verbs.add_parser("deliveries", help="list deliveries (needs only DATABASE_URL)")
     deliveries.add_argument("--state", choices=[s.value for s in DeliveryState])
@@ -373,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     deliveries.add_argument("--job")
     deliveries.add_argument("--limit", type=int, default=100)
     _json_flag(deliveries)
-    deliveries.set_defaults(run=_store_command(_deliveries))
+    deliveries.set_defaults(run=store_command(store_verbs.deliveries))
 
     replay = verbs.add_parser("replay", help="re-deliver dead (or chosen) deliveries")
     replay.add_argument("--id", help="one delivery id")
@@ -381,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--sink")
     replay.add_argument("--job")
     _json_flag(replay)
-    replay.set_defaults(run=_store_command(_replay))
+    replay.set_defaults(run=store_command(store_verbs.replay))
 
     check = verbs.add_parser("check-config", help="validate the configuration and reach the store")
     check.add_argument("--offline", action="store_true", help="do not open the store")
@@ -391,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate", help="create or upgrade the store (needs only DATABASE_URL)"
     )
     _json_flag(migrate)
-    migrate.set_defaults(run=_store_command(_migrate, creates=True))
+    migrate.set_defaults(run=store_command(store_verbs.migrate, creates=True))
 
     gen_secret = verbs.add_parser("gen-secret", help="print a fresh whsec_… secret")
     gen_secret.set_defaults(run=cmd_gen_secret)
