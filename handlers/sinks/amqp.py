@@ -101,6 +101,7 @@ class AmqpSink:
     """Publish to ``exchange`` with a templated routing key; ack = RabbitMQ's confirm."""
 
     type: ClassVar[str] = "amqp"
+    options_keys: ClassVar[frozenset[str]] = frozenset({"url", "exchange", "routing_key"})
 
     def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
         self.config = config

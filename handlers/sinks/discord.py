@@ -208,6 +208,7 @@ class DiscordSink:
     """Post each event to a Discord webhook with ``?wait=true``, paced per webhook."""
 
     type: ClassVar[str] = "discord"
+    options_keys: ClassVar[frozenset[str]] = frozenset({"url", "username", "job_url"})
 
     def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
         self.config = config

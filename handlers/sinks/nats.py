@@ -92,6 +92,7 @@ class NatsSink:
     """Publish to JetStream with a templated subject; ack = JetStream's ``PubAck``."""
 
     type: ClassVar[str] = "nats"
+    options_keys: ClassVar[frozenset[str]] = frozenset({"url", "subject"})
 
     def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
         self.config = config

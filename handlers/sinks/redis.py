@@ -65,6 +65,7 @@ class RedisSink:
     """``XADD`` each event to its stream over one lazily created client."""
 
     type: ClassVar[str] = "redis"
+    options_keys: ClassVar[frozenset[str]] = frozenset({"url", "stream", "maxlen"})
 
     def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
         self.config = config

@@ -101,6 +101,9 @@ class SqsSink:
     """``SendMessage`` each event; FIFO queues get deduplication and group ids."""
 
     type: ClassVar[str] = "sqs"
+    options_keys: ClassVar[frozenset[str]] = frozenset(
+        {"queue_url", "region", "endpoint_url", *CREDENTIAL_KEYS}
+    )
 
     def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
         self.config = config
