@@ -1,4 +1,4 @@
-"""The relay as a real process: crash safety under SIGKILL, and the CLI verbs."""
+"""The CLI verbs as real processes: check-config, migrate, the listings, demo and submit."""
 
 from __future__ import annotations
 
@@ -7,82 +7,14 @@ import json
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
-from contextlib import AsyncExitStack
 from pathlib import Path
 
-import httpx
-
 from simulators import create_simulator_app
-from tests.helpers.processes import relay_process
-from tests.helpers.recorder import Recorder
+from tests.helpers.processes import relay_env
 from tests.helpers.servers import free_port, serve_app
-from tests.helpers.stack import API_TOKEN, SECRET_KEY, stack_config
-
-
-def _env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'relay.db'}",
-        "RELAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "RELAY_SECRET_KEY": SECRET_KEY,
-        "RELAY_API_TOKEN": API_TOKEN,
-        "RELAY_CONFIG": str(tmp_path / "relay.toml"),
-        "RELAY_LOG_FORMAT": "json",
-        **extra,
-    }
-
-
-async def test_sigkill_after_ack_still_delivers_after_restart(tmp_path: Path) -> None:
-    """A callback answered 200 survives SIGKILL of the server before any delivery: the
-    restarted relay delivers it."""
-    recorder = Recorder()
-    simulators = create_simulator_app()
-    port = free_port()
-    async with AsyncExitStack() as stack:
-        sim_url = await stack.enter_async_context(serve_app(simulators))
-        sink_url = await stack.enter_async_context(serve_app(recorder.app()))
-        (tmp_path / "relay.toml").write_text(
-            stack_config(sim_url, sink_url + "/hooks", tmp_path / "events.jsonl")
-            + '[[routes]]\nsinks = ["http"]\nevents = ["upscale.completed"]\n'
-        )
-        headers = {"Authorization": f"Bearer {API_TOKEN}"}
-        # external delivery mode: this process only ingests, so nothing is delivered yet
-        env = _env(tmp_path, port, RELAY_DELIVERY_MODE="external")
-        async with relay_process(env, port) as process, httpx.AsyncClient() as client:
-            submitted = await client.post(
-                f"http://127.0.0.1:{port}/v1/upscales",
-                json={"provider": "apiframe", "parent_id": "p-nocallback", "action": "U1"},
-                headers=headers,
-            )
-            assert submitted.status_code == 202, submitted.text
-            task = simulators.state.providers["apiframe"].state.book.get(
-                submitted.json()["provider_task_id"]
-            )
-            answer = await client.post(
-                task.callback_url,
-                json={"task_id": task.id, "image_url": task.image_url},
-                headers={"x-webhook-secret": task.extra["webhook_secret"]},
-            )
-            assert answer.status_code == 200
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
-            assert process.stderr is not None
-            logs = process.stderr.read().decode()
-        # one JSON line per request, and no credential in any of them
-        requests = [json.loads(line) for line in logs.splitlines() if '"http.request"' in line]
-        assert {r["path"] for r in requests} >= {"/v1/upscales", "/callbacks/apiframe/[redacted]"}
-        assert all(r["request_id"] for r in requests)
-        token = task.callback_url.rsplit("/", 1)[1]
-        for secret in (token, task.extra["webhook_secret"], API_TOKEN, SECRET_KEY):
-            assert secret not in logs
-        assert recorder.received == []
-        async with relay_process(_env(tmp_path, port), port):
-            [received] = await recorder.wait_for(1, timeout=15)
-        assert received.json["type"] == "upscale.completed"
-        assert received.json["data"]["provider_task_id"] == task.id
+from tests.helpers.stack import stack_config
 
 
 def _relay(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -112,7 +44,7 @@ url = "${UNSET_FOR_THIS_TEST}"
 sinks = ["ghost"]
 """
     )
-    env = _env(tmp_path, free_port())
+    env = relay_env(tmp_path, free_port())
     env.pop("UNSET_FOR_THIS_TEST", None)
     checked = _relay(env, "check-config")
     assert checked.returncode == 2
@@ -137,7 +69,7 @@ sinks = ["ghost"]
 
 def test_missing_secrets_refuse_to_start(tmp_path: Path) -> None:
     """Outside dev mode, no RELAY_SECRET_KEY / RELAY_API_TOKEN is a startup error."""
-    env = _env(tmp_path, free_port())
+    env = relay_env(tmp_path, free_port())
     del env["RELAY_SECRET_KEY"], env["RELAY_API_TOKEN"]
     result = _relay(env, "check-config")
     assert result.returncode == 2
@@ -148,7 +80,7 @@ def test_missing_secrets_refuse_to_start(tmp_path: Path) -> None:
 def test_migrate_and_empty_listings(tmp_path: Path) -> None:
     """`relay migrate` is idempotent and the listing verbs run on a fresh store."""
     (tmp_path / "relay.toml").write_text("")
-    env = _env(tmp_path, free_port())
+    env = relay_env(tmp_path, free_port())
     first = _relay(env, "migrate")
     second = _relay(env, "migrate")
     assert first.returncode == 0, first.stderr
@@ -221,7 +153,7 @@ async def test_submit_verb_prints_only_json_on_stdout(tmp_path: Path) -> None:
         (tmp_path / "relay.toml").write_text(
             stack_config(sim_url, "http://127.0.0.1:9/hooks", tmp_path / "events.jsonl")
         )
-        env = _env(tmp_path, free_port())
+        env = relay_env(tmp_path, free_port())
         result = await asyncio.to_thread(
             _relay,
             env,
@@ -243,52 +175,6 @@ async def test_submit_verb_prints_only_json_on_stdout(tmp_path: Path) -> None:
     assert "submit.accepted" in result.stderr
 
 
-async def test_worker_finishes_in_flight_delivery_on_sigterm(tmp_path: Path) -> None:
-    """SIGTERM to `relay worker` (a deploy) lets the delivery it is sending finish and be
-    recorded, then exits 0: nothing is left to a lease or sent twice."""
-    recorder = Recorder(delay_s=1.0)
-    simulators = create_simulator_app()
-    port = free_port()
-    async with AsyncExitStack() as stack:
-        sim_url = await stack.enter_async_context(serve_app(simulators))
-        sink_url = await stack.enter_async_context(serve_app(recorder.app()))
-        (tmp_path / "relay.toml").write_text(
-            stack_config(sim_url, sink_url + "/hooks", tmp_path / "events.jsonl")
-            + '[[routes]]\nsinks = ["http"]\nevents = ["upscale.completed"]\n'
-        )
-        env = _env(tmp_path, port, RELAY_DELIVERY_MODE="external")
-        headers = {"Authorization": f"Bearer {API_TOKEN}"}
-        async with relay_process(env, port), httpx.AsyncClient() as client:
-            submitted = await client.post(
-                f"http://127.0.0.1:{port}/v1/upscales",
-                json={"provider": "apiframe", "parent_id": "g", "action": "U1"},
-                headers=headers,
-            )
-            assert submitted.status_code == 202
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "receiver", "worker"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                async with asyncio.timeout(15):
-                    while recorder.attempts == 0:
-                        await asyncio.sleep(0.02)
-                worker.send_signal(signal.SIGTERM)
-                code = await asyncio.to_thread(worker.wait, 15)
-            finally:
-                if worker.poll() is None:
-                    worker.kill()
-                    worker.wait()
-            assert code == 0
-            listed = await client.get(f"http://127.0.0.1:{port}/v1/deliveries", headers=headers)
-            [delivery] = listed.json()["deliveries"]
-            assert delivery["state"] == "delivered"
-            assert delivery["attempts"] == 1
-            assert len(recorder.received) == 1
-
-
 def test_check_config_warns_about_sinks_no_route_uses(tmp_path: Path) -> None:
     """A valid config passes check-config, which still names the sinks no route uses."""
     (tmp_path / "relay.toml").write_text(
@@ -303,7 +189,7 @@ path = "b.jsonl"
 sinks = ["a"]
 """
     )
-    result = _relay(_env(tmp_path, free_port()), "check-config")
+    result = _relay(relay_env(tmp_path, free_port()), "check-config")
     assert result.returncode == 0, result.stderr
     assert "sink 'b' is not used by any route" in result.stdout
     assert "config ok" in result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +12,22 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+
+from tests.helpers.stack import API_TOKEN, SECRET_KEY
+
+
+def relay_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a relay process on ``port`` with its store and config in ``tmp_path``."""
+    return {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'relay.db'}",
+        "RELAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "RELAY_SECRET_KEY": SECRET_KEY,
+        "RELAY_API_TOKEN": API_TOKEN,
+        "RELAY_CONFIG": str(tmp_path / "relay.toml"),
+        "RELAY_LOG_FORMAT": "json",
+        **extra,
+    }
 
 
 def _stderr_of(process: subprocess.Popen[bytes], log_path: Path | None) -> str:

@@ -245,3 +245,37 @@ def test_sqlite_and_other_modes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="networked store"):
         build_worker_handler(sqlite)
     assert not (tmp_path / "relay.db").exists()
+
+
+@pytest.mark.postgres
+async def test_inline_delivery_is_bounded_by_its_budget(tmp_path: Path) -> None:
+    """A sink slower than the inline budget does not hold the callback: the handler answers
+    200 within about the budget, the event is committed and its delivery left pending."""
+    recorder = Recorder(delay_s=3.0)
+    simulators = create_simulator_app()
+    async with pg_schema() as pg, AsyncExitStack() as stack:
+        sim_url = await stack.enter_async_context(serve_app(simulators))
+        sink_url = await stack.enter_async_context(serve_app(recorder.app()))
+        settings = dataclasses.replace(
+            inline_settings(pg.database_url, sim_url, sink_url, tmp_path), inline_budget_s=0.3
+        )
+        run = stack.enter_context(lambda_thread())
+        handler = await run(lambda: build_handler(settings))
+        submit = json.dumps({"provider": "apiframe", "parent_id": "p-nocallback", "action": "U1"})
+        auth = {"authorization": f"Bearer {API_TOKEN}"}
+        event = http_api_event("POST", "/v1/upscales", auth, submit.encode(), base64_body=False)
+        job = json.loads((await run(lambda: handler(event, CONTEXT)))["body"])
+        task = simulators.state.providers["apiframe"].state.book.get(job["provider_task_id"])
+        body = json.dumps({"task_id": task.id, "image_url": task.image_url}).encode()
+        secret = {"x-webhook-secret": task.extra["webhook_secret"]}
+        callback = http_api_event(
+            "POST", urlsplit(task.callback_url).path, secret, body, base64_body=True
+        )
+        started = time.monotonic()
+        answer = await run(lambda: handler(callback, CONTEXT))
+        elapsed = time.monotonic() - started
+        assert answer["statusCode"] == 200, answer
+        assert elapsed < 2.0  # budget 0.3 s; the sink would take 3 s
+        assert recorder.received == []
+        [pending] = await pg.fetch("SELECT state FROM deliveries")
+        assert pending["state"] == "pending"
