@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Protocol
 
 import httpx
 
+from handlers.retry_after import retry_after
 from receiver.errors import (
     PayloadError,
     ProviderAuthFailed,
@@ -176,19 +177,10 @@ async def request_json(
     return json_object(response, provider)
 
 
-MAX_RETRY_AFTER_S = 86400
-
-
 def retry_after_s(response: httpx.Response, default: int = 30) -> int:
-    """The ``Retry-After`` header in whole seconds, or ``default``."""
-    value = response.headers.get("retry-after", "")
-    try:
-        seconds = float(value)
-    except ValueError:
-        return default
-    if not math.isfinite(seconds):
-        return default
-    return max(1, min(MAX_RETRY_AFTER_S, math.ceil(seconds)))
+    """The ``Retry-After`` header in whole seconds (at least 1), or ``default``."""
+    seconds = retry_after(response)
+    return default if seconds is None else max(1, math.ceil(seconds))
 
 
 def error_text(response: httpx.Response) -> str:

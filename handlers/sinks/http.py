@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from handlers.retry_after import retry_after
 from handlers.sinks.base import SinkConfig, http_client_error, required_options
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, utcnow
@@ -19,19 +19,6 @@ def _secrets(options: Mapping[str, Any]) -> list[str]:
     if value is None or value == "":
         return []
     return [value] if isinstance(value, str) else [str(v) for v in value]
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form); None if absent/odd."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, min(86400.0, seconds))
 
 
 class HttpSink:
@@ -98,7 +85,7 @@ class HttpSink:
         raise DeliveryFailed(
             f"HTTP {response.status_code}: {response.text[:200]}",
             status=response.status_code,
-            retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+            retry_after_s=retry_after(response),
         )
 
     async def aclose(self) -> None:

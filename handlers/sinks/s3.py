@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from handlers.retry_after import retry_after
 from handlers.sinks.base import SinkConfig, http_client_error, required_options
-from handlers.sinks.http import parse_retry_after
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, EventType
 
@@ -138,7 +138,7 @@ def _source_failed(response: httpx.Response) -> DeliveryFailed:
         f"image source answered HTTP {status}",
         status=status,
         permanent=permanent,
-        retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+        retry_after_s=retry_after(response),
     )
 
 

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import httpx
 
+from handlers.retry_after import retry_after
 from handlers.sinks.base import SinkConfig, http_client_error, required_options
-from handlers.sinks.http import parse_retry_after
 from handlers.sinks.pacing import shared_bucket
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, EventType
@@ -139,7 +139,7 @@ class SlackSink:
         if 200 <= status < 300:
             return status
         if status == 429:
-            retry_after_s = parse_retry_after(response.headers.get("retry-after")) or 1.0
+            retry_after_s = retry_after(response) or 1.0
             self._bucket.pause(retry_after_s)
             raise DeliveryFailed(
                 f"Slack rate limited: {answer}", status=429, retry_after_s=retry_after_s
