@@ -8,10 +8,12 @@ every key verifies (put the new key first, keep the old one until its tokens exp
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from receiver.errors import Unauthorized
 
@@ -24,14 +26,37 @@ class CallbackClaim:
     provider: str
 
 
-class CallbackTokens:
-    """Mint and check the ``{token}`` in ``/callbacks/{provider}/{token}``."""
+class _ClockedSigner(TimestampSigner):
+    """A ``TimestampSigner`` that reads the time from ``now`` (a test drives it)."""
 
-    def __init__(self, secret_keys: Sequence[str], *, max_age_s: int) -> None:
+    def __init__(self, *args: Any, now: Callable[[], float], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._now = now
+
+    def get_timestamp(self) -> int:
+        return int(self._now())
+
+
+class CallbackTokens:
+    """Mint and check the ``{token}`` in ``/callbacks/{provider}/{token}``; ``now`` is
+    the clock that stamps and ages tokens (``time.time`` unless a test drives it)."""
+
+    def __init__(
+        self,
+        secret_keys: Sequence[str],
+        *,
+        max_age_s: int,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         if not secret_keys:
             raise ValueError("at least one secret key is required")
         # itsdangerous signs with the *last* key and verifies with all of them
-        self._serializer = URLSafeTimedSerializer(list(reversed(secret_keys)), salt=CALLBACK_SALT)
+        self._serializer = URLSafeTimedSerializer(
+            list(reversed(secret_keys)),
+            salt=CALLBACK_SALT,
+            signer=_ClockedSigner,
+            signer_kwargs={"now": now},
+        )
         self._max_age_s = max_age_s
 
     def mint(self, job_id: str, provider: str) -> str:
