@@ -27,6 +27,7 @@ from simulators.base import (
     read_json_object,
     simulator_app,
 )
+from simulators.clock import WALL_CLOCK, Clock
 
 DEFAULT_KEY = "sim-apiframe-key"
 
@@ -51,7 +52,7 @@ def task_body(task: SimTask, phase: str) -> dict[str, Any]:
     return {**base, "status": "failed", "message": message}
 
 
-def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
+def create_app(api_key: str = DEFAULT_KEY, *, clock: Clock = WALL_CLOCK) -> Starlette:
     """The simulator as an ASGI app; ``app.state.book`` holds its tasks."""
     book = TaskBook()
 
@@ -81,6 +82,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         book.submissions.append(body)
         task = book.add(
             SimTask(
+                clock=clock,
                 id=new_task_id(),
                 parent_id=parent,
                 action=task_type,

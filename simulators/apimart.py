@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from typing import Any
 
 from starlette.applications import Starlette
@@ -46,6 +45,7 @@ from simulators.base import (
     parent_words,
     simulator_app,
 )
+from simulators.clock import WALL_CLOCK, Clock
 
 DEFAULT_KEY = "sim-apimart-key"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -128,7 +128,7 @@ def mj_status(task: SimTask) -> tuple[str, str]:
         if task.outcome == "completed":
             return "SUCCESS", "100%"
         return "FAILURE", "0%"
-    if time.monotonic() - task.created_at < task.knobs.delay_s:
+    if task.elapsed_s < task.knobs.delay_s:
         return "SUBMITTED", "0%"
     return "IN_PROGRESS", "40%"
 
@@ -162,7 +162,7 @@ def unified_body(task: SimTask) -> dict[str, Any]:
     status = _UNIFIED_STATUS[mj["status"]]
     if status == "failed" and task.outcome == "cancelled":
         status = "cancelled"
-    created = int(time.time() - (time.monotonic() - task.created_at))
+    created = int(task.wall_time(task.created_at))
     data: dict[str, Any] = {
         "id": task.id,
         "status": status,
@@ -185,7 +185,7 @@ def unified_body(task: SimTask) -> dict[str, Any]:
     return {"code": 200, "data": data}
 
 
-def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
+def create_app(api_key: str = DEFAULT_KEY, *, clock: Clock = WALL_CLOCK) -> Starlette:
     """The simulator as an ASGI app; ``app.state.book`` holds its tasks."""
     book = TaskBook()
 
@@ -201,6 +201,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
             return None
         return book.add(
             SimTask(
+                clock=clock,
                 id=task_id,
                 parent_id="",
                 action="IMAGINE",
@@ -256,6 +257,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         book.submissions.append(body)
         task = book.add(
             SimTask(
+                clock=clock,
                 id=new_task_id(),
                 parent_id=parent_id,
                 action="UPSCALE",

@@ -40,6 +40,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from simulators.clock import WALL_CLOCK, Clock
+
 _WORD = re.compile(r"[A-Za-z]+\d*")
 
 
@@ -114,22 +116,41 @@ class Knobs:
 
 @dataclass(slots=True)
 class SimTask:
-    """One task at a simulated provider; its state is a function of elapsed time."""
+    """One task at a simulated provider; its state is a function of the time elapsed on
+    ``clock`` since ``created_at`` (stamped from ``clock`` when the task is made)."""
 
     id: str
     parent_id: str
     action: str
     knobs: Knobs
     image_base: str
-    created_at: float = field(default_factory=time.monotonic)
     callback_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    clock: Clock = field(default=WALL_CLOCK, repr=False, compare=False)
+    created_at: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.created_at = self.clock.now()
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the task was made, on its clock."""
+        return self.clock.now() - self.created_at
+
+    @property
+    def finishes_at(self) -> float:
+        """When (on its clock) the task finishes, unless it is stuck."""
+        return self.created_at + self.knobs.delay_s + self.knobs.duration_s
+
+    def wall_time(self, at: float) -> float:
+        """``at`` (a time on the task's clock) as a Unix timestamp."""
+        return time.time() - (self.clock.now() - at)
 
     @property
     def finished(self) -> bool:
         if self.knobs.stuck:
             return False
-        return time.monotonic() - self.created_at >= self.knobs.delay_s + self.knobs.duration_s
+        return self.clock.now() >= self.finishes_at
 
     @property
     def outcome(self) -> str:
@@ -146,7 +167,7 @@ class SimTask:
     def progress(self) -> int:
         if self.finished:
             return 100
-        elapsed = time.monotonic() - self.created_at - self.knobs.delay_s
+        elapsed = self.elapsed_s - self.knobs.delay_s
         return max(0, min(90, int(100 * elapsed / max(self.knobs.duration_s, 0.001))))
 
     @property
@@ -186,7 +207,8 @@ BodyFor = Callable[[SimTask, str], Mapping[str, Any]]
 
 class CallbackSender:
     """Posts a task's callbacks in the background: progress, then the final body,
-    bent by the task's knobs. Tracks its tasks so a server can drain them."""
+    bent by the task's knobs, at the times the task's clock says. Tracks its tasks so a
+    server can drain them."""
 
     def __init__(
         self, headers_for: Callable[[SimTask, bytes], Mapping[str, str]] | None = None
@@ -204,15 +226,14 @@ class CallbackSender:
 
     async def _run(self, task: SimTask, body_for: BodyFor, progress_posts: bool) -> None:
         knobs = task.knobs
-        await asyncio.sleep(knobs.delay_s)
+        await task.clock.sleep_until(task.created_at + knobs.delay_s)
         async with httpx.AsyncClient(timeout=10) as client:
             if progress_posts and not knobs.out_of_order:
                 await self._post(client, task, body_for(task, "progress"))
             if knobs.stuck:
                 return
             if not knobs.out_of_order:
-                remaining = task.created_at + knobs.delay_s + knobs.duration_s - time.monotonic()
-                await asyncio.sleep(max(0.0, remaining))
+                await task.clock.sleep_until(task.finishes_at)
             await self._post(client, task, body_for(task, "final"))
             if progress_posts and knobs.out_of_order:
                 await self._post(client, task, body_for(task, "progress"))

@@ -37,6 +37,7 @@ from simulators.base import (
     simulator_app,
 )
 from simulators.buttons import ARROWS, GRID, buttons_after
+from simulators.clock import WALL_CLOCK, Clock
 
 DEFAULT_KEY = "sim-imaginepro-key"
 
@@ -103,7 +104,7 @@ def message_body(task: SimTask, phase: str) -> dict[str, Any]:
     return {**body, "progress": 0, "status": "FAIL", "error": _FAILURES[outcome]}
 
 
-def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
+def create_app(api_key: str = DEFAULT_KEY, *, clock: Clock = WALL_CLOCK) -> Starlette:
     """The simulator as an ASGI app; ``app.state.book`` holds its tasks."""
     book = TaskBook()
     sender = CallbackSender()
@@ -149,6 +150,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         book.submissions.append(body)
         task = book.add(
             SimTask(
+                clock=clock,
                 id=new_task_id(),
                 parent_id=parent,
                 action=label,

@@ -51,6 +51,7 @@ from simulators.base import (
     parent_words,
     simulator_app,
 )
+from simulators.clock import WALL_CLOCK, Clock
 
 DEFAULT_KEY = "sim-kie-key"
 
@@ -72,9 +73,9 @@ def _answer(code: int, msg: str, data: Any = None) -> JSONResponse:
     return JSONResponse({"code": code, "msg": msg, "data": data})
 
 
-def _iso(monotonic_at: float) -> str:
-    wall = time.time() - (time.monotonic() - monotonic_at)
-    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _iso(task: SimTask, at: float) -> str:
+    """``at`` on the task's clock as Kie's UTC timestamp text."""
+    return datetime.fromtimestamp(task.wall_time(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sign(key: str, task_id: str, timestamp: str) -> str:
@@ -109,13 +110,13 @@ def record_info(task: SimTask) -> dict[str, Any]:
         "completeTime": None,
         "resultInfoJson": None,
         "successFlag": 0,
-        "createTime": _iso(task.created_at),
+        "createTime": _iso(task, task.created_at),
         "errorCode": None,
         "errorMessage": None,
     }
     if not task.finished:
         return data
-    data["completeTime"] = _iso(task.created_at + task.knobs.delay_s + task.knobs.duration_s)
+    data["completeTime"] = _iso(task, task.finishes_at)
     outcome = task.outcome
     if outcome == "completed":
         data["successFlag"] = 1
@@ -127,9 +128,12 @@ def record_info(task: SimTask) -> dict[str, Any]:
     return data
 
 
-def create_app(api_key: str = DEFAULT_KEY, *, hmac_key: str | None = None) -> Starlette:
+def create_app(
+    api_key: str = DEFAULT_KEY, *, hmac_key: str | None = None, clock: Clock = WALL_CLOCK
+) -> Starlette:
     """The simulator as an ASGI app; ``app.state.book`` holds its tasks and
-    ``app.state.hmac_key`` (settable later) signs its callbacks."""
+    ``app.state.hmac_key`` (settable later) signs its callbacks; task timing reads
+    ``clock``."""
     book = TaskBook()
 
     def callback_headers(task: SimTask, body: bytes) -> dict[str, str]:
@@ -184,6 +188,7 @@ def create_app(api_key: str = DEFAULT_KEY, *, hmac_key: str | None = None) -> St
             params["callBackUrl"] = callback_url
         task = book.add(
             SimTask(
+                clock=clock,
                 id=uuid.uuid4().hex,
                 parent_id=parent,
                 action=f"upscale#{index}",

@@ -40,6 +40,7 @@ from simulators.base import (
     simulator_app,
 )
 from simulators.buttons import ARROWS, GRID, buttons_after
+from simulators.clock import WALL_CLOCK, Clock
 
 DEFAULT_KEY = "sim-useapi-key"
 DEFAULT_MAX_JOBS = 3
@@ -167,7 +168,7 @@ def _validate(body: dict[str, Any]) -> str | None:
     return None
 
 
-def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
+def create_app(api_key: str = DEFAULT_KEY, *, clock: Clock = WALL_CLOCK) -> Starlette:
     """The simulator as an ASGI app; ``app.state.book`` holds its jobs and the peak of
     jobs running at once (``book.peak_running``)."""
     book = UseapiBook()
@@ -238,6 +239,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
         book.submissions.append(body)
         task = book.add(
             SimTask(
+                clock=clock,
                 id=new_task_id(),
                 parent_id=parent,
                 action=label,

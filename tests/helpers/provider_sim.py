@@ -20,6 +20,7 @@ from starlette.routing import Mount, Route
 from handlers.providers import PROVIDERS, Provider, ProviderConfig, SubmitSpec
 from receiver.events import ProviderUpdate, new_id
 from simulators import create_simulator_app, default_keys
+from simulators.clock import WALL_CLOCK, Clock
 from tests.helpers.servers import serve_app
 
 
@@ -85,11 +86,12 @@ class SimEnv:
 
 @asynccontextmanager
 async def provider_against_simulator(
-    name: str, *, max_jobs: int | None = None
+    name: str, *, max_jobs: int | None = None, clock: Clock = WALL_CLOCK
 ) -> AsyncIterator[SimEnv]:
     """Serve every simulator and a callback inbox on 127.0.0.1; yield ``name``'s adapter
-    configured against its simulator. Drains the simulator's callbacks on exit."""
-    simulators = create_simulator_app()
+    configured against its simulator, its tasks timed by ``clock``. Drains the
+    simulator's callbacks on exit (with a ``ManualClock``, advance it past them first)."""
+    simulators = create_simulator_app(clock=clock)
     inbox = CallbackInbox()
     provider_cls = PROVIDERS[name]
     # one server for both: the inbox under /inbox, the simulators beside it

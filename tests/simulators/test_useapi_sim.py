@@ -19,6 +19,7 @@ from receiver.errors import (
     ProviderUnavailable,
 )
 from receiver.events import ErrorCode, UpdateState
+from simulators.clock import ManualClock
 from simulators.useapi import DEFAULT_KEY
 from tests.helpers.provider_sim import SimEnv, provider_against_simulator
 
@@ -131,16 +132,25 @@ async def test_max_jobs_three_refuses_the_fourth_concurrent_job() -> None:
 
 
 async def test_finished_jobs_free_their_slot() -> None:
-    """Once a job finishes, a new one fits under maxJobs again."""
-    async with provider_against_simulator("useapi") as env:
+    """Once a job finishes, a new one fits under maxJobs again. The simulator's clock
+    stands still until the test moves it, so the short job cannot finish early."""
+    clock = ManualClock()
+    async with provider_against_simulator("useapi", clock=clock) as env:
         for i in range(2):
             await env.provider.submit(env.spec("U1", f"stuck-{i}"))
         short = await env.provider.submit(env.spec("U1", "grid-slow10"))
         with pytest.raises(ProviderRateLimited):
             await env.provider.submit(env.spec("U1", "grid-next"))
-        await env.poll_until_done(short.provider_task_id)
+        clock.advance(0.035)  # the default 30 ms delay has passed, the 10 ms job has not
+        assert (await env.provider.poll(short.provider_task_id)).state is UpdateState.PROGRESS
+        with pytest.raises(ProviderRateLimited):
+            await env.provider.submit(env.spec("U1", "grid-next"))
+        clock.advance(0.01)
+        assert (await env.provider.poll(short.provider_task_id)).state is UpdateState.COMPLETED
         await env.provider.submit(env.spec("U1", "grid-next"))
         assert env.sim.state.book.peak_running == 3
+        assert env.sim.state.book.refused == 2
+        clock.advance(1.0)  # let the last job's callbacks go out before the drain
 
 
 async def test_documented_errors_map_through_the_adapter() -> None:
