@@ -133,7 +133,7 @@ def create_app(api_key: str = DEFAULT_KEY, *, clock: Clock = WALL_CLOCK) -> Star
         task_id = body.get("task_id") if body else None
         if not isinstance(task_id, str):
             return _bad_request("task_id is required")
-        task = book.get(task_id)
+        task = book.polled(task_id)
         if task is None:
             return JSONResponse({"errors": [{"msg": "Task not found"}]}, status_code=404)
         return JSONResponse(task_body(task, "final" if task.finished else "progress"))

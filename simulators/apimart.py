@@ -274,12 +274,13 @@ def create_app(api_key: str = DEFAULT_KEY, *, clock: Clock = WALL_CLOCK) -> Star
         task = find_or_seed(request.path_params["task_id"], request)
         if task is None:
             return _error(404, "task not found", "not_found")
+        book.polls[task.id] += 1
         return JSONResponse(mj_body(task))
 
     async def unified_task(request: Request) -> Response:
         if not authorised(request, bearer):
             return _error(401, "Invalid API key", "authentication_error")
-        task = book.get(request.path_params["task_id"])
+        task = book.polled(request.path_params["task_id"])
         if task is None:
             return _error(404, "task not found", "not_found")
         return JSONResponse(unified_body(task))

@@ -29,6 +29,7 @@ import struct
 import time
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,11 +184,13 @@ class SimTask:
 
 
 class TaskBook:
-    """The tasks one simulator knows, by id."""
+    """The tasks one simulator knows, by id; ``polls`` counts the polls each was
+    answered (a test waits on it instead of sleeping)."""
 
     def __init__(self) -> None:
         self.tasks: dict[str, SimTask] = {}
         self.submissions: list[dict[str, Any]] = []
+        self.polls: Counter[str] = Counter()
 
     def add(self, task: SimTask) -> SimTask:
         self.tasks[task.id] = task
@@ -195,6 +198,13 @@ class TaskBook:
 
     def get(self, task_id: str) -> SimTask | None:
         return self.tasks.get(task_id)
+
+    def polled(self, task_id: str) -> SimTask | None:
+        """``get`` for a poll: a known task's poll is counted in ``polls``."""
+        task = self.tasks.get(task_id)
+        if task is not None:
+            self.polls[task_id] += 1
+        return task
 
 
 def new_task_id() -> str:

@@ -168,7 +168,7 @@ def create_app(api_key: str = DEFAULT_KEY, *, clock: Clock = WALL_CLOCK) -> Star
     async def fetch(request: Request) -> Response:
         if not authorised(request, bearer):
             return _error(401, "Unauthorized", "Unauthorized")
-        task = book.get(request.path_params["message_id"])
+        task = book.polled(request.path_params["message_id"])
         if task is None:
             return _error(404, "message not found", "Not Found")
         return JSONResponse(message_body(task, task.poll_phase(waiting="queued")))

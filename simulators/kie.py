@@ -207,7 +207,7 @@ def create_app(
         task_id = request.query_params.get("taskId", "")
         if not task_id:
             return _answer(422, "taskId is required")
-        task = book.get(task_id)
+        task = book.polled(task_id)
         if task is None:
             return _answer(404, "Task not found")
         return _answer(200, "success", record_info(task))

@@ -265,7 +265,7 @@ def create_app(api_key: str = DEFAULT_KEY, *, clock: Clock = WALL_CLOCK) -> Star
         job_id = request.query_params.get("jobid")
         if not job_id:
             return _error(400, "jobid is missing")
-        task = book.get(job_id)
+        task = book.polled(job_id)
         if task is None:
             return _error(404, f"Unable to locate job {job_id}")
         return JSONResponse(job_body(task, task.poll_phase(waiting="started")))

@@ -21,6 +21,7 @@ import receiver.worker
 from tests.helpers.recorder import Recorder
 from tests.helpers.servers import serve_app
 from tests.helpers.stack import Stack, running_stack
+from tests.helpers.waiting import wait_until
 
 HTTP_COMPLETED = '[[routes]]\nsinks = ["http"]\nevents = ["upscale.completed"]\n'
 
@@ -47,7 +48,8 @@ async def test_submit_sinks_override_the_routes(tmp_path: Path) -> None:
         job = await stack.submit(provider="apiframe", parent_id="g", action="U1", sinks=["file"])
         await stack.wait_job(job["job_id"], "completed")
         await stack.wait_deliveries(1, state="delivered")
-        await asyncio.sleep(0.2)
+        # deliveries are fanned out in the transaction that stores the event, so the
+        # list is complete once the job is: an http delivery would be listed already
         deliveries = await stack.deliveries()
         assert deliveries
         assert {d["sink"] for d in deliveries} == {"file"}
@@ -165,7 +167,7 @@ async def test_logs_one_json_line_per_delivery_attempt_and_no_secrets(tmp_path: 
             )
             assert submitted.status_code == 202
             await recorder.wait_for(1, timeout=15)
-            await asyncio.sleep(0.3)
+            await wait_until(lambda: '"delivery.delivered"' in log_path.read_text(), 15)
             task = simulators.state.providers["apiframe"].state.book.get(
                 submitted.json()["provider_task_id"]
             )

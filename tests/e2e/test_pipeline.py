@@ -85,9 +85,10 @@ async def test_duplicate_callback_makes_one_event_and_one_delivery_per_sink(
                 assert response.status_code == 200
                 assert response.json()["duplicate"] is True
         await stack.wait_deliveries(2, state="delivered")
-        await asyncio.sleep(0.2)
+        # deliveries are made with their event: a duplicate event would be listed already
         deliveries = await stack.deliveries()
         assert sorted(d["sink"] for d in deliveries) == ["file", "http"]
+        assert [d["attempts"] for d in deliveries] == [1, 1]
         assert len(stack.recorder.received) == 1
         events = (await stack.job(job["job_id"]))["events"]
         assert [e["type"] for e in events].count("upscale.completed") == 1

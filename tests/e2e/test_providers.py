@@ -17,6 +17,7 @@ import pytest
 
 from handlers.providers import PROVIDERS, ProviderConfig
 from tests.helpers.stack import Stack, running_stack
+from tests.helpers.waiting import wait_until
 
 FAST_POLLING = "poll_after_s = 0.3\npoll_interval_s = 0.1\n"
 ROUTE = '[[routes]]\nevents = ["upscale.completed", "upscale.failed"]\nsinks = ["http"]\n'
@@ -144,6 +145,7 @@ async def test_kie_hmac_and_confirmation_by_record_info(tmp_path: Path) -> None:
             "data": {"taskId": quiet["provider_task_id"], "resultUrls": ["https://evil/x.png"]},
         }
         now = int(time.time())
+        polls = stack.sim("kie").state.book.polls
         async with httpx.AsyncClient() as client:
             for headers in (
                 _kie_headers(quiet["provider_task_id"], now, key="wrong"),
@@ -157,7 +159,10 @@ async def test_kie_hmac_and_confirmation_by_record_info(tmp_path: Path) -> None:
                 url, json=body, headers=_kie_headers(quiet["provider_task_id"], now)
             )
             assert accepted.status_code == 200
-        await asyncio.sleep(0.4)
+            assert accepted.json()["event_id"] is None  # held until record-info confirms
+        # the confirming poll was answered and handled once the poll after it went out
+        confirmed_after = polls[quiet["provider_task_id"]] + 2
+        await wait_until(lambda: polls[quiet["provider_task_id"]] >= confirmed_after)
         # still running at record-info, so the unconfirmed body produced no completed event
         events = (await stack.job(quiet["job_id"]))["events"]
         assert "upscale.completed" not in [e["type"] for e in events]

@@ -26,6 +26,7 @@ from receiver.errors import (
 )
 from receiver.events import ErrorCode, ProviderUpdate, UpdateState
 from simulators.apimart import DEFAULT_KEY, HD_COMMANDS, create_app
+from simulators.clock import ManualClock
 from tests.helpers.servers import serve_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -98,18 +99,26 @@ async def test_every_action_completes(world: World, action: str) -> None:
     assert image.content.startswith(PNG_MAGIC)
 
 
-async def test_progress_is_reported_as_a_percentage_string(world: World) -> None:
-    """A slow task shows IN_PROGRESS "40%", read as progress 40."""
-    spec = SubmitSpec("job_1", "grid-slow400", "U1", callback_url=None, callback_secret=None)
-    result = await world.provider.submit(spec)
-    await asyncio.sleep(0.06)
-    raw = await world.client.get(
-        f"{world.sim_url}/v1/midjourney/{result.provider_task_id}", headers=AUTH
-    )
-    assert raw.json()["progress"] == "40%"
-    update = await world.provider.poll(result.provider_task_id)
-    assert update.state is UpdateState.PROGRESS
-    assert update.progress == 40
+async def test_progress_is_reported_as_a_percentage_string() -> None:
+    """A task past its start delay and short of its end shows IN_PROGRESS "40%", read as
+    progress 40 (the simulator's clock is moved there, not waited for)."""
+    clock = ManualClock()
+    app = create_app(clock=clock)
+    async with serve_app(app) as sim_url, httpx.AsyncClient(timeout=5) as client:
+        provider = ApimartProvider(
+            ProviderConfig(name="apimart", api_key=DEFAULT_KEY, base_url=sim_url), client
+        )
+        spec = SubmitSpec("job_1", "grid-slow400", "U1", callback_url=None, callback_secret=None)
+        result = await provider.submit(spec)
+        url = f"{sim_url}/v1/midjourney/{result.provider_task_id}"
+        assert (await client.get(url, headers=AUTH)).json()["status"] == "SUBMITTED"
+        clock.advance(0.06)  # past the 30 ms start delay, inside the 400 ms task
+        raw = await client.get(url, headers=AUTH)
+        assert raw.json()["status"] == "IN_PROGRESS"
+        assert raw.json()["progress"] == "40%"
+        update = await provider.poll(result.provider_task_id)
+        assert update.state is UpdateState.PROGRESS
+        assert update.progress == 40
 
 
 @pytest.mark.parametrize(

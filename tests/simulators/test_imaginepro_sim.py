@@ -11,6 +11,7 @@ import pytest
 from handlers.providers.imaginepro import SUPPORTED
 from receiver.errors import ProviderAuthFailed, ProviderRateLimited, ProviderRejected
 from receiver.events import ErrorCode, UpdateState
+from simulators.clock import ManualClock
 from simulators.imaginepro import DEFAULT_KEY
 from tests.helpers.provider_sim import provider_against_simulator
 
@@ -111,12 +112,15 @@ async def test_twice_and_out_of_order_knobs_bend_the_callbacks() -> None:
 
 
 async def test_stuck_knob_never_finishes() -> None:
-    """A stuck task calls back PROCESSING once and polls keep saying running."""
-    async with provider_against_simulator("imaginepro") as env:
+    """A stuck task calls back PROCESSING once and polls keep saying running, however
+    long the (simulator's) clock runs."""
+    clock = ManualClock()
+    async with provider_against_simulator("imaginepro", clock=clock) as env:
         spec = env.spec("U3", "grid-stuck")
         result = await env.provider.submit(spec)
+        clock.advance(3600)
         await env.callbacks(spec.job_id, 1)
-        await asyncio.sleep(0.15)
+        await env.sim.state.sender.drain()  # its callbacks are all sent
         assert (await env.provider.poll(result.provider_task_id)).state is UpdateState.PROGRESS
         assert len(env.bodies_for(spec.job_id)) == 1
 
