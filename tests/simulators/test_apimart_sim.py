@@ -41,6 +41,7 @@ class World:
     provider: ApimartProvider
     sim_url: str
     client: httpx.AsyncClient
+    clock: ManualClock
 
     @property
     def submissions(self) -> list[Any]:
@@ -48,10 +49,12 @@ class World:
         return submissions
 
     async def upscale(self, parent: str, action: str) -> list[ProviderUpdate]:
-        """Submit and poll to the end; every update seen."""
+        """Submit, poll once, move the clock past the task's end and poll to the end;
+        every update seen."""
         spec = SubmitSpec("job_1", parent, action, callback_url=None, callback_secret=None)
         result = await self.provider.submit(spec)
-        seen: list[ProviderUpdate] = []
+        seen = [await self.provider.poll(result.provider_task_id)]
+        self.clock.advance(60.0)  # far past any task's delay and duration
         async with asyncio.timeout(5):
             while not seen or not seen[-1].state.terminal:
                 if seen:
@@ -68,11 +71,13 @@ class World:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world() -> AsyncIterator[World]:
-    """One simulator and client for the module; tests use their own parent ids."""
-    app = create_app()
+    """One simulator and client for the module; tests use their own parent ids. The
+    simulator's clock moves only when a test moves it."""
+    clock = ManualClock()
+    app = create_app(clock=clock)
     async with serve_app(app) as sim_url, httpx.AsyncClient(timeout=5) as client:
         config = ProviderConfig(name="apimart", api_key=DEFAULT_KEY, base_url=sim_url)
-        yield World(app, ApimartProvider(config, client), sim_url, client)
+        yield World(app, ApimartProvider(config, client), sim_url, client, clock)
 
 
 @pytest.mark.parametrize("action", ALL_ACTIONS)

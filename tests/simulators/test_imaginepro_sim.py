@@ -54,11 +54,14 @@ async def test_every_supported_action_calls_back_progress_then_done() -> None:
 
 async def test_poll_until_done_without_callbacks() -> None:
     """With no callback, polling the fetch endpoint goes from running to DONE."""
-    async with provider_against_simulator("imaginepro") as env:
+    clock = ManualClock()
+    async with provider_against_simulator("imaginepro", clock=clock) as env:
         spec = env.spec("U2", "grid-delay20", callback=False)
         result = await env.provider.submit(spec)
+        first = await env.provider.poll(result.provider_task_id)
+        assert first.state is UpdateState.PROGRESS
+        clock.advance(1.0)  # past the 20 ms delay and the 60 ms task
         seen = await env.poll_until_done(result.provider_task_id)
-        assert seen[0].state is UpdateState.PROGRESS
         assert seen[-1].state is UpdateState.COMPLETED
         assert seen[-1].correlation_id == spec.job_id
         assert seen[-1].image_url is not None

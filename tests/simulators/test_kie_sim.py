@@ -32,11 +32,13 @@ from receiver.errors import (
 )
 from receiver.events import ErrorCode, ProviderUpdate, UpdateState
 from simulators import create_simulator_app, default_keys
+from simulators.clock import ManualClock
 from simulators.kie import DEFAULT_KEY, create_app
 from tests.helpers.recorder import Received
 from tests.helpers.servers import serve_app
 
 HMAC_KEY = "sim-kie-hmac"
+TASK_TIME_S = 60.0  # far past any task's delay and duration (the knobs' defaults: 90 ms)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -72,6 +74,7 @@ class World:
     sim_url: str
     hook_url: str
     client: httpx.AsyncClient
+    clock: ManualClock
 
     def spec(self, parent: str, action: str = "U1") -> SubmitSpec:
         """A submit whose callback goes to its own path on the receiver."""
@@ -90,9 +93,11 @@ class World:
         return KieProvider(config, self.client)
 
     async def callback(self, spec: SubmitSpec) -> Received:
-        """The one callback of ``spec``'s task, once the simulator has finished sending."""
+        """The one callback of ``spec``'s task, once the simulator has finished sending
+        (the clock is moved past every task's end first)."""
         assert spec.callback_url is not None
         key = spec.callback_url.rsplit("/", 1)[1]
+        self.clock.advance(TASK_TIME_S)
         await self.hooks.wait(key)
         await self.app.state.sender.drain()
         (received,) = self.hooks.received[key]  # Kie sends one terminal callback only
@@ -102,8 +107,9 @@ class World:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world() -> AsyncIterator[World]:
     """One simulator, receiver and client for the whole module (tests use their own
-    parent ids and callback paths)."""
-    app = create_app(DEFAULT_KEY, hmac_key=HMAC_KEY)
+    parent ids and callback paths). The simulator's clock moves only when a test moves it."""
+    clock = ManualClock()
+    app = create_app(DEFAULT_KEY, hmac_key=HMAC_KEY, clock=clock)
     hooks = Hooks()
     async with (
         serve_app(app) as sim_url,
@@ -116,12 +122,19 @@ async def world() -> AsyncIterator[World]:
             base_url=sim_url,
             options={"webhook_hmac_key": HMAC_KEY},
         )
-        yield World(app, hooks, KieProvider(config, client), sim_url, hook_url, client)
+        yield World(app, hooks, KieProvider(config, client), sim_url, hook_url, client, clock)
+        clock.advance(TASK_TIME_S)
         await app.state.sender.drain()
 
 
-async def poll_until_terminal(provider: KieProvider, task_id: str) -> list[ProviderUpdate]:
+async def poll_until_terminal(
+    provider: KieProvider, task_id: str, clock: ManualClock | None = None
+) -> list[ProviderUpdate]:
+    """Poll to a terminal update; with ``clock``, poll once, then move it past the task's end."""
     seen: list[ProviderUpdate] = []
+    if clock is not None:
+        seen.append(await provider.poll(task_id))
+        clock.advance(TASK_TIME_S)
     async with asyncio.timeout(5):
         while not seen or not seen[-1].state.terminal:
             if seen:
@@ -139,7 +152,7 @@ async def test_every_action_completes_by_poll_and_signed_callback(
     spec = world.spec(f"grid-{action}", action)
     result = await world.provider.submit(spec)
     assert world.app.state.book.submissions[-1]["imageIndex"] == index
-    seen = await poll_until_terminal(world.provider, result.provider_task_id)
+    seen = await poll_until_terminal(world.provider, result.provider_task_id, world.clock)
     assert seen[0].state is UpdateState.PROGRESS
     done = seen[-1]
     assert done.state is UpdateState.COMPLETED
@@ -183,7 +196,7 @@ async def test_failure_knobs_give_failed_updates(
     """fail / moderate / cancel end with successFlag 2 / 2 / 3 and a code-500 callback."""
     spec = world.spec(parent)
     result = await world.provider.submit(spec)
-    polled = (await poll_until_terminal(world.provider, result.provider_task_id))[-1]
+    polled = (await poll_until_terminal(world.provider, result.provider_task_id, world.clock))[-1]
     assert polled.state is UpdateState.FAILED
     assert polled.error_code is error_code
     assert polled.error_message is not None

@@ -58,11 +58,14 @@ async def test_every_action_calls_back_progress_then_completed() -> None:
 
 async def test_poll_until_done_without_callbacks() -> None:
     """With no replyUrl, polling /v2/jobs/?jobid= goes from running to completed."""
-    async with provider_against_simulator("useapi") as env:
+    clock = ManualClock()
+    async with provider_against_simulator("useapi", clock=clock) as env:
         spec = env.spec("upscale_creative", "grid-delay20", callback=False)
         result = await env.provider.submit(spec)
+        first = await env.provider.poll(result.provider_task_id)
+        assert first.state is UpdateState.PROGRESS
+        clock.advance(1.0)  # past the 20 ms delay and the 60 ms task
         seen = await env.poll_until_done(result.provider_task_id)
-        assert seen[0].state is UpdateState.PROGRESS
         assert seen[-1].state is UpdateState.COMPLETED
         assert seen[-1].correlation_id == spec.job_id
         assert env.sim.state.book.submissions[0].get("replyUrl") is None
