@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import postgres
+from tests.helpers.ci_log import CI_LOG
 from tests.helpers.s3_server import moto_server
 
 SHARED_FIXTURES = Path(__file__).parent / "fixtures"
@@ -33,11 +34,22 @@ def s3_endpoint() -> Iterator[str]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """A banner when PostgreSQL tests were skipped for want of ``RELAY_TEST_PG``."""
-    if postgres.skipped:
+    """The tests' ``ci_log`` lines, and a banner when PostgreSQL tests were skipped for
+    want of ``RELAY_TEST_PG``: both read from the reports, which reach the controller
+    under pytest-xdist too."""
+    for outcome in ("passed", "failed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call":
+                continue
+            for name, text in getattr(report, "user_properties", ()):
+                if name == CI_LOG:
+                    terminalreporter.write_line(f"{report.nodeid}: {text}")
+    reports = terminalreporter.stats.get("skipped", [])
+    skipped = [r for r in reports if postgres.PG_SKIP_REASON in str(getattr(r, "longrepr", ""))]
+    if skipped:
         terminalreporter.write_sep(
             "!",
-            f"{len(postgres.skipped)} tests: {postgres.PG_SKIP_REASON}",
+            f"{len(skipped)} tests: {postgres.PG_SKIP_REASON}",
             yellow=True,
             bold=True,
         )

@@ -18,6 +18,7 @@ from tests.helpers.processes import relay_env, relay_process
 from tests.helpers.recorder import Recorder
 from tests.helpers.servers import free_port, serve_app
 from tests.helpers.stack import API_TOKEN, SECRET_KEY, stack_config
+from tests.helpers.waiting import wait_until
 
 
 async def test_sigkill_after_ack_still_delivers_after_restart(tmp_path: Path) -> None:
@@ -36,7 +37,11 @@ async def test_sigkill_after_ack_still_delivers_after_restart(tmp_path: Path) ->
         headers = {"Authorization": f"Bearer {API_TOKEN}"}
         # external delivery mode: this process only ingests, so nothing is delivered yet
         env = relay_env(tmp_path, port, RELAY_DELIVERY_MODE="external")
-        async with relay_process(env, port) as process, httpx.AsyncClient() as client:
+        log_path = tmp_path / "relay.log"
+        async with (
+            relay_process(env, port, log_path=log_path) as process,
+            httpx.AsyncClient() as client,
+        ):
             submitted = await client.post(
                 f"http://127.0.0.1:{port}/v1/upscales",
                 json={"provider": "apiframe", "parent_id": "p-nocallback", "action": "U1"},
@@ -52,10 +57,11 @@ async def test_sigkill_after_ack_still_delivers_after_restart(tmp_path: Path) ->
                 headers={"x-webhook-secret": task.extra["webhook_secret"]},
             )
             assert answer.status_code == 200
+            # the request line is logged just after the answer: kill once it is written
+            await wait_until(lambda: "/callbacks/apiframe/" in log_path.read_text())
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
-            assert process.stderr is not None
-            logs = process.stderr.read().decode()
+            logs = log_path.read_text()
         # one JSON line per request, and no credential in any of them
         requests = [json.loads(line) for line in logs.splitlines() if '"http.request"' in line]
         assert {r["path"] for r in requests} >= {"/v1/upscales", "/callbacks/apiframe/[redacted]"}

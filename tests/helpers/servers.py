@@ -12,23 +12,44 @@ import uvicorn
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a relay *process*, which
+    binds it itself; in-process servers hold theirs with ``reserve_socket``)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
+def reserve_socket(port: int = 0) -> socket.socket:
+    """A TCP socket bound to 127.0.0.1:``port`` (0: any free one) and held, so no other
+    test (or xdist worker) can take the port before ``serve_app`` listens on it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def socket_port(sock: socket.socket) -> int:
+    port: int = sock.getsockname()[1]
+    return port
+
+
 @asynccontextmanager
-async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
-    """Serve ``app`` (lifespan included) on 127.0.0.1; yields its base URL."""
-    port = port or free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="auto"
-    )
+async def serve_app(
+    app: Any, port: int | None = None, *, sock: socket.socket | None = None
+) -> AsyncIterator[str]:
+    """Serve ``app`` (lifespan included) on 127.0.0.1 — on ``sock`` when given, else on
+    ``port``, else on a free port; yields its base URL."""
+    sock = sock or reserve_socket(port or 0)
+    port = socket_port(sock)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="auto")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
             task.result()
@@ -38,4 +59,7 @@ async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, timeout=15)
+        try:
+            await asyncio.wait_for(task, timeout=15)
+        finally:
+            sock.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,23 +81,26 @@ def block_kit_problem(body: Any) -> str | None:
 
 @dataclass
 class Hook:
-    """One webhook: its token bucket, what it accepted and how often it said 429."""
+    """One webhook: its token bucket, what it accepted and how often it said 429. The
+    bucket refills by ``clock`` (``time.monotonic``; a test may hold it still)."""
 
     rate_per_s: float
     burst: int
     fail_with: tuple[int, str] | None = None
+    clock: Callable[[], float] = time.monotonic
     messages: list[dict[str, Any]] = field(default_factory=list)
     accepted_at: list[float] = field(default_factory=list)
     rate_limited: int = 0
     refused: list[str] = field(default_factory=list)
     tokens: float = 0.0
-    updated: float = field(default_factory=time.monotonic)
+    updated: float = 0.0
 
     def __post_init__(self) -> None:
         self.tokens = float(self.burst)
+        self.updated = self.clock()
 
     def take(self) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate_per_s)
         self.updated = now
         if self.tokens >= 1.0:
@@ -113,11 +117,15 @@ class SlackStandin:
         self.hooks: dict[str, Hook] = {}
 
     def add_hook(
-        self, rate_per_s: float = 1.0, burst: int = 1, fail_with: tuple[int, str] | None = None
+        self,
+        rate_per_s: float = 1.0,
+        burst: int = 1,
+        fail_with: tuple[int, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> str:
         """Register a webhook and return its path (the last segment is its secret)."""
         path = f"/services/T0RELAY/B{secrets.token_hex(4).upper()}/{secrets.token_urlsafe(18)}"
-        self.hooks[path] = Hook(rate_per_s, burst, fail_with)
+        self.hooks[path] = Hook(rate_per_s, burst, fail_with, clock)
         return path
 
     async def _post(self, request: Request) -> PlainTextResponse:
@@ -139,7 +147,7 @@ class SlackStandin:
             hook.rate_limited += 1
             return PlainTextResponse("rate_limited", status_code=429, headers={"Retry-After": "1"})
         hook.messages.append(body)
-        hook.accepted_at.append(time.monotonic())
+        hook.accepted_at.append(hook.clock())
         return PlainTextResponse("ok")
 
     def app(self) -> Starlette:

@@ -17,7 +17,7 @@ from receiver.app import create_app
 from receiver.settings import Settings, load_settings
 from simulators import create_simulator_app, default_keys
 from tests.helpers.recorder import Recorder
-from tests.helpers.servers import free_port, serve_app
+from tests.helpers.servers import reserve_socket, serve_app, socket_port
 
 API_TOKEN = "test-api-token"
 SECRET_KEY = "test-secret-key"
@@ -130,7 +130,8 @@ async def running_stack(
     async with AsyncExitStack() as stack:
         sim_url = await stack.enter_async_context(serve_app(simulators))
         sink_url = await stack.enter_async_context(serve_app(recorder.app()))
-        port = port or free_port()
+        sock = reserve_socket(port or 0)  # held: no other test can take it meanwhile
+        port = socket_port(sock)
         events_path = tmp_path / "events.jsonl"
         settings = load_settings(
             {
@@ -149,7 +150,7 @@ async def running_stack(
                 http_sink_options,
             ),
         )
-        base_url = await stack.enter_async_context(serve_app(create_app(settings), port))
+        base_url = await stack.enter_async_context(serve_app(create_app(settings), sock=sock))
         api = await stack.enter_async_context(
             httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"})
         )

@@ -19,7 +19,7 @@ from receiver.store.postgres_schema import MIGRATIONS
 from simulators import create_simulator_app
 from tests.helpers.postgres import PgSchema, pg_schema
 from tests.helpers.recorder import Recorder
-from tests.helpers.servers import free_port, serve_app
+from tests.helpers.servers import reserve_socket, serve_app, socket_port
 from tests.helpers.stack import API_TOKEN, SECRET_KEY, stack_config
 
 pytestmark = pytest.mark.postgres
@@ -109,10 +109,10 @@ async def test_worker_once_delivers_what_an_external_web_committed(tmp_path: Pat
             stack_config(sim_url, sink_url + "/hooks", tmp_path / "events.jsonl")
             + '[[routes]]\nsinks = ["http"]\nevents = ["upscale.completed"]\n'
         )
-        port = free_port()
-        env = relay_env(pg, config, RELAY_PUBLIC_URL=f"http://127.0.0.1:{port}")
+        sock = reserve_socket()
+        env = relay_env(pg, config, RELAY_PUBLIC_URL=f"http://127.0.0.1:{socket_port(sock)}")
         settings = load_settings({**env, "RELAY_DELIVERY_MODE": "external"})
-        base_url = await stack.enter_async_context(serve_app(create_app(settings), port))
+        base_url = await stack.enter_async_context(serve_app(create_app(settings), sock=sock))
         api = await stack.enter_async_context(
             httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"})
         )

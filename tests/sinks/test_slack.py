@@ -209,16 +209,24 @@ async def test_unpaced_sends_would_be_rate_limited(
     slack: tuple[SlackStandin, str], client: httpx.AsyncClient
 ) -> None:
     """Control for the pacing test: a sink paced far above the webhook's limit meets
-    429s, and re-delivering after ``retry_after_s`` still gets every event through."""
+    429s, and re-delivering after ``retry_after_s`` still gets every event through. The
+    webhook's bucket refills only when the test moves its clock, so the third send meets
+    the 429 however slowly this machine sends."""
     standin, base = slack
-    path = standin.add_hook(rate_per_s=10, burst=2)
+    clock = [0.0]
+    path = standin.add_hook(rate_per_s=10, burst=2, clock=lambda: clock[0])
     sink = slack_sink(client, base + path, rate_per_s=1000, burst=100)
     events = [make_event(UpdateState.PROGRESS, progress=i) for i in range(3)]
-    for event in events:
-        await _deliver_like_the_worker(sink, event)
+    for event in events[:2]:
+        await sink.deliver(event)
+    with pytest.raises(DeliveryFailed) as caught:
+        await sink.deliver(events[2])
+    assert caught.value.status == 429
+    clock[0] += caught.value.retry_after_s or 1.0  # the webhook's wait passes
+    assert await _deliver_like_the_worker(sink, events[2]) == 0
     hook = standin.hooks[path]
     assert hook.messages == [slack_message(event) for event in events]
-    assert hook.rate_limited >= 1
+    assert hook.rate_limited == 1
 
 
 async def test_429_raises_with_retry_after_and_pauses_the_webhook(
