@@ -43,7 +43,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
 JOBS = 2000
 TWICE_EVERY = 10  # every 10th callback is sent twice at once, one copy to each web (10 %)
 CONCURRENCY = 32
-LEASE_S = 10  # a lease outlasting any stall of a busy box: only the kill makes duplicates
+LEASE_S = 10  # outlasts a send (SINK_TIMEOUT_S) plus the worker's margin: no re-claim mid-send
+SINK_TIMEOUT_S = 5
 NOWHERE = "http://127.0.0.1:9"  # the provider is never called: jobs are seeded
 
 
@@ -62,6 +63,7 @@ base_url = "{NOWHERE}"
 type = "http"
 url = "{sink_url}/hooks"
 secret = "{SINK_SECRET}"
+timeout_s = {SINK_TIMEOUT_S}
 
 [[routes]]
 events = ["upscale.completed"]
@@ -255,13 +257,20 @@ async def test_two_webs_two_workers_flood_with_duplicates_and_a_killed_worker(
         jobs = await pg.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status")
         received = Counter(r.headers["webhook-id"] for r in recorder.received)
         duplicates = {event_id: n for event_id, n in received.items() if n > 1}
+        # a send that timed out on a busy box reached the sink all the same: its retry is
+        # a duplicate the delivery's attempts count explains (at-least-once)
+        retried = {
+            row["event_id"]
+            for row in await pg.fetch("SELECT event_id FROM deliveries WHERE attempts > 1")
+        }
         record_property(  # the counts belong in the CI log, pass or fail
             CI_LOG,
             (
                 f"sent {sent} callbacks ({sent_twice} of them twice at once), events"
                 f" {len(event_ids)}, delivered {len(recorder.received)} ({len(received)} distinct"
                 f" webhook-ids), duplicate webhook-ids at the sink {len(duplicates)}, leased by"
-                f" the killed worker {len(orphaned)}; processes ready + jobs seeded {ready_s:.1f}s,"
+                f" the killed worker {len(orphaned)}, retried {len(retried)}; processes ready"
+                f" + jobs seeded {ready_s:.1f}s,"
                 f" callbacks answered {called_back_s:.1f}s, all delivered {delivered_s:.1f}s"
             ),
         )
@@ -279,6 +288,7 @@ async def test_two_webs_two_workers_flood_with_duplicates_and_a_killed_worker(
         assert [(r["status"], r["n"]) for r in jobs] == [("completed", JOBS)]
         assert set(received) == event_ids == {pair[0]["event_id"] for pair in answers}
         assert orphaned, "the worker was killed while it held no lease"
-        assert set(duplicates) <= orphaned, "a duplicate the killed worker does not explain"
+        unexplained = set(duplicates) - orphaned - retried
+        assert not unexplained, "duplicates neither the killed worker nor a retry explains"
         assert set(duplicates.values()) <= {2}
         assert victim.returncode == -signal.SIGKILL
