@@ -35,7 +35,8 @@ chromium:
 PYTEST_WORKERS ?= 4
 
 unit: $(STAMP) chromium
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --cov --cov-report=term
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup \
+		--cov --cov-report=term
 
 test: lint typecheck unit
 

@@ -33,6 +33,18 @@ def s3_endpoint() -> Iterator[str]:
         yield url
 
 
+SCALE_TESTS = Path(__file__).parent / "scale"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``, as ``make test`` runs) the scale tests
+    share one worker: each starts several relay processes with PostgreSQL pools, and side
+    by side they would compete for the server's connections and for the CPUs."""
+    for item in items:
+        if SCALE_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("scale"))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The tests' ``ci_log`` lines, and a banner when PostgreSQL tests were skipped for
     want of ``RELAY_TEST_PG``: both read from the reports, which reach the controller

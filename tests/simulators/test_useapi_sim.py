@@ -32,9 +32,11 @@ async def test_every_action_calls_back_progress_then_completed() -> None:
     with status progress, then completed, echoing our job id as replyRef, and the adapter
     parses them into a progress update (percentage from content) and a completed update
     whose attachment is a real PNG under /useapi."""
-    async with provider_against_simulator("useapi", max_jobs=15) as env:
+    clock = ManualClock()  # all twelve run at once: none may finish before the last starts
+    async with provider_against_simulator("useapi", max_jobs=15, clock=clock) as env:
         specs = [env.spec(action, f"grid-{action}") for action in ALL_ACTIONS]
         results = await asyncio.gather(*(env.provider.submit(spec) for spec in specs))
+        clock.advance(1.0)
         for spec, result in zip(specs, results, strict=True):
             assert not result.existing
             bodies = await env.callbacks(spec.job_id, 2)
