@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,22 @@ from tests.helpers.ci_log import CI_LOG
 from tests.helpers.s3_server import moto_server
 
 SHARED_FIXTURES = Path(__file__).parent / "fixtures"
+#: The coverage gate when PostgreSQL tests are skipped (no ``RELAY_TEST_PG``, not CI):
+#: the PostgreSQL store and inline delivery then go unrun, so ``fail_under`` in
+#: pyproject.toml (CI's figure) would fail a fresh machine's ``make test``.
+FAIL_UNDER_WITHOUT_POSTGRES = 90.0  # 91.6 % measured without PostgreSQL
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Lower the coverage gate to ``FAIL_UNDER_WITHOUT_POSTGRES`` when the PostgreSQL
+    tests will skip; CI (``CI=true``) never skips them and keeps the full gate."""
+    coverage = config.pluginmanager.getplugin("_cov")
+    options = getattr(coverage, "options", None)
+    if options is None or os.environ.get(postgres.PG_ENV) or os.environ.get("CI") == "true":
+        return
+    gate = getattr(options, "cov_fail_under", None)
+    if gate is not None and gate > FAIL_UNDER_WITHOUT_POSTGRES:
+        options.cov_fail_under = FAIL_UNDER_WITHOUT_POSTGRES
 
 
 def load_fixture(provider: str, name: str) -> Any:
