@@ -250,8 +250,9 @@ def test_sqlite_and_other_modes_are_refused(tmp_path: Path) -> None:
 @pytest.mark.postgres
 async def test_inline_delivery_is_bounded_by_its_budget(tmp_path: Path) -> None:
     """A sink slower than the inline budget does not hold the callback: the handler answers
-    200 within about the budget, the event is committed and its delivery left pending."""
-    recorder = Recorder(delay_s=3.0)
+    200 before the sink could have answered, the event is committed and its delivery left
+    pending (how close to the budget is bench/'s business, not a timed test's)."""
+    recorder = Recorder(delay_s=5.0)
     simulators = create_simulator_app()
     async with pg_schema() as pg, AsyncExitStack() as stack:
         sim_url = await stack.enter_async_context(serve_app(simulators))
@@ -275,7 +276,7 @@ async def test_inline_delivery_is_bounded_by_its_budget(tmp_path: Path) -> None:
         answer = await run(lambda: handler(callback, CONTEXT))
         elapsed = time.monotonic() - started
         assert answer["statusCode"] == 200, answer
-        assert elapsed < 2.0  # budget 0.3 s; the sink would take 3 s
-        assert recorder.received == []
+        assert elapsed < recorder.delay_s, elapsed  # budget 0.3 s; the sink takes 5 s
+        assert recorder.received == []  # answered without waiting for the sink
         [pending] = await pg.fetch("SELECT state FROM deliveries")
         assert pending["state"] == "pending"
