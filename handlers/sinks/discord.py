@@ -32,8 +32,8 @@ from typing import Any, ClassVar
 
 import httpx
 
+from handlers.retry_after import parse_retry_after
 from handlers.sinks.base import SinkConfig, http_client_error, required_options
-from handlers.sinks.http import parse_retry_after
 from handlers.sinks.pacing import RateWindow, TokenBucket, shared_bucket, shared_window
 from handlers.sinks.templates import render, template_problems
 from receiver.errors import DeliveryFailed
