@@ -67,7 +67,7 @@ class SimEnv:
         """Callback bodies received for one of our jobs (by the job id in the URL)."""
         return list(self.inbox.bodies.get(job_id, []))
 
-    async def callbacks(self, job_id: str, count: int, timeout: float = 5.0) -> list[Any]:
+    async def callbacks(self, job_id: str, count: int, timeout: float = 20.0) -> list[Any]:
         """Wait for ``count`` callback bodies for ``job_id``."""
         async with asyncio.timeout(timeout):
             while len(self.bodies_for(job_id)) < count:

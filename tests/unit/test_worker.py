@@ -68,7 +68,7 @@ async def test_worker_survives_store_errors_and_delivers(tmp_path: Path) -> None
             worker = DeliveryWorker(store, {"file": sink}, RetryPolicy((0.0, 1.0)), Metrics())
             running = asyncio.create_task(worker.run())
             try:
-                async with asyncio.timeout(10):
+                async with asyncio.timeout(30):
                     while not events_path.exists():
                         await asyncio.sleep(0.05)
             finally:
