@@ -41,7 +41,11 @@ unit: $(STAMP) chromium
 test: lint typecheck unit
 
 bench: $(STAMP)
+	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/deliver.py
+	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/store_ingest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache relay.db* demo-events.jsonl

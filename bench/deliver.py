@@ -1,0 +1,129 @@
+"""Delivery throughput: ``relay worker`` draining a backlog vs a bare aiohttp loop.
+
+    .venv/bin/python bench/deliver.py [--events 3000] [--rounds 2]
+
+For each store (SQLite; PostgreSQL too when ``RELAY_TEST_PG`` is set): N committed events,
+each with one pending delivery to an http sink, are drained by a real ``relay worker`` into
+a local sink (``bench/servers.py sink``); then a bare aiohttp loop with the sink's
+concurrency POSTs N bodies of the same size to the same sink. A and B alternate ``rounds``
+times. Rates are measured at the sink (first to last arrival), the same way for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+
+import harness
+from harness import print_table
+
+
+async def bare_loop(sink_url: str, count: int, concurrency: int) -> None:
+    """The stack's own limit: aiohttp POSTs with ``concurrency`` in flight."""
+    import aiohttp
+
+    body = json.dumps(
+        {"id": "evt_" + "x" * 26, "type": "upscale.completed", "data": {"pad": "x" * 400}}
+    ).encode()
+    queue = iter(range(count))
+    async with aiohttp.ClientSession() as session:
+
+        async def loop() -> None:
+            for n in queue:
+                headers = {"content-type": "application/json", "webhook-id": f"bare-{n}"}
+                async with session.post(f"{sink_url}/hooks", data=body, headers=headers) as r:
+                    await r.read()
+
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+
+
+def rate(stats: dict[str, float]) -> float:
+    span = stats["last"] - stats["first"]
+    return (stats["distinct"] - 1) / span if span > 0 else float("nan")
+
+
+async def relay_round(
+    backend: str, work: Path, config: Path, sink_url: str, count: int
+) -> tuple[float, harness.Usage, int]:
+    async with harness.fresh_database(backend, work) as database_url:
+        await harness.seed_events(database_url, count, ["hook"])
+        await harness.sink_reset(sink_url)
+        worker = harness.relay_worker(database_url, config, work)
+        try:
+            stats = await harness.wait_sink(sink_url, count, timeout_s=30, proc=worker)
+        finally:
+            usage = worker.stop()
+        _events, states = await harness.store_counts(database_url)
+    if stats["distinct"] < count:
+        print(f"  ! only {stats['distinct']} of {count} events reached the sink")
+    return rate(stats), usage, states.get("delivered", 0)
+
+
+async def bare_round(sink_url: str, count: int) -> float:
+    await harness.sink_reset(sink_url)
+    await bare_loop(sink_url, count, harness.SINK_CONCURRENCY)
+    return rate(await harness.sink_get(sink_url, "stats"))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    print(f"## deliver: {args.events} events, {harness.machine()}")
+    rows = []
+    with harness.workdir() as tmp:
+        work = Path(tmp)
+        async with harness.served("sink", work) as (_sink, sink_url):
+            config = harness.write_config(work, sink_url)
+            for backend in harness.backends():
+                relay_rates: list[float] = []
+                bare_rates: list[float] = []
+                cpu_ms: list[float] = []
+                rss: list[float] = []
+                for _ in range(args.rounds):
+                    started = time.monotonic()
+                    value, usage, delivered = await relay_round(
+                        backend, work, config, sink_url, args.events
+                    )
+                    relay_rates.append(value)
+                    cpu_ms.append(1000 * usage.cpu_s / max(delivered, 1))
+                    rss.append(usage.max_rss_mb)
+                    bare_rates.append(await bare_round(sink_url, args.events))
+                    print(
+                        f"  {backend}: relay {value:.0f}/s, bare {bare_rates[-1]:.0f}/s "
+                        f"({time.monotonic() - started:.0f} s)",
+                        flush=True,
+                    )
+                relay_rate = statistics.median(relay_rates)
+                bare_rate = statistics.median(bare_rates)
+                rows.append(
+                    [
+                        backend,
+                        " / ".join(f"{r:.0f}" for r in relay_rates),
+                        " / ".join(f"{r:.0f}" for r in bare_rates),
+                        f"{relay_rate / bare_rate:.2f}",
+                        f"{statistics.median(cpu_ms):.2f}",
+                        f"{max(rss):.0f}",
+                    ]
+                )
+    print()
+    print_table(
+        [
+            "store",
+            "relay worker deliveries/s (each round)",
+            f"bare aiohttp loop, {harness.SINK_CONCURRENCY} concurrent, /s",
+            "ratio (target ≥ 0.5)",
+            "worker CPU ms/delivery (incl. start-up)",
+            "worker peak RSS MB",
+        ],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
