@@ -91,6 +91,18 @@ def spawn(args: Sequence[str], env: dict[str, str], log_path: Path) -> Proc:
         popen = subprocess.Popen(
             [sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT
         )
+    profile_dir = os.environ.get("BENCH_PYSPY")
+    if profile_dir and args[0] == "-m":
+        # a py-spy profile of each relay process (collapsed stacks), written when it exits
+        out = Path(profile_dir) / f"{log_path.stem}.txt"
+        subprocess.Popen(
+            [
+                *("py-spy", "record", "--pid", str(popen.pid), "--format", "raw"),
+                *("--rate", "250", "--nonblocking", "--threads", "--output", str(out)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     return Proc(popen, log_path)
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-
-import httpx
+from collections.abc import Mapping
+from typing import Protocol
 
 MAX_RETRY_AFTER_S = 86400.0  # a pause asked for longer than a day is read as a day
 
@@ -23,6 +23,14 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, min(MAX_RETRY_AFTER_S, seconds))
 
 
-def retry_after(response: httpx.Response) -> float | None:
+class Answered(Protocol):
+    """An HTTP answer with case-insensitive headers (an ``httpx.Response``, a sink
+    client's ``Answer`` or ``Streamed``)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def retry_after(response: Answered) -> float | None:
     """The ``Retry-After`` of ``response`` in seconds (see ``parse_retry_after``)."""
     return parse_retry_after(response.headers.get("retry-after"))

@@ -15,6 +15,7 @@ import structlog
 
 from handlers.providers import PROVIDERS, Provider
 from handlers.sinks import SINKS, Sink
+from handlers.sinks.client import AiohttpClient
 from receiver.decision import RetryPolicy
 from receiver.errors import RelayError
 from receiver.ingest import Ingestor
@@ -59,8 +60,8 @@ class Runtime:
     async def open(
         cls, settings: Settings, *, migrate: bool = True, store: Store | None = None
     ) -> AsyncIterator[Runtime]:
-        """Open the store (migrating it), one shared ``httpx.AsyncClient``, and every
-        configured provider and sink; build the collaborators; close it all on exit."""
+        """Open the store (migrating it), the shared HTTP clients (httpx for
+        providers, aiohttp for the delivery path), every configured provider and sink; build the collaborators; close it all on exit."""
         store = store or open_store(settings.database_url)
         try:
             if migrate:
@@ -78,8 +79,9 @@ class Runtime:
         providers = {
             name: PROVIDERS[name](config, client) for name, config in settings.providers.items()
         }
+        sink_client = AiohttpClient()
         sinks = {
-            name: SINKS[config.type](config, client) for name, config in settings.sinks.items()
+            name: SINKS[config.type](config, sink_client) for name, config in settings.sinks.items()
         }
         try:
             yield cls.build(settings, store, providers, sinks)
@@ -89,6 +91,7 @@ class Runtime:
                     await sink.aclose()
                 except Exception:  # a sink failing to close must not keep others open
                     log.exception("sink.close_failed", sink=sink.config.name)
+            await sink_client.aclose()
             await client.aclose()
             await store.close()
 

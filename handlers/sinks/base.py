@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-import httpx
-
+from handlers.sinks.client import HttpClient
 from receiver.events import Event
 
 
@@ -29,7 +28,8 @@ class SinkConfig:
 class Sink(Protocol):
     """A destination for events.
 
-    Built once per process with its config and the shared ``httpx.AsyncClient``
+    Built once per process with its config and the shared ``HttpClient``
+    (``handlers.sinks.client``: aiohttp in production, a fake transport in unit tests)
     (construct with config, call with data)::
 
         sink = HttpSink(config, client)
@@ -56,7 +56,7 @@ class Sink(Protocol):
     options_keys: ClassVar[frozenset[str]]
     config: SinkConfig
 
-    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None: ...
+    def __init__(self, config: SinkConfig, client: HttpClient) -> None: ...
 
     async def deliver(self, event: Event) -> int | None: ...
 
@@ -69,10 +69,3 @@ class Sink(Protocol):
 def required_options(options: Mapping[str, Any], *keys: str) -> list[str]:
     """Problems for each of ``keys`` that is missing or blank."""
     return [f"'{key}' is required" for key in keys if not options.get(key)]
-
-
-def http_client_error(exc: httpx.HTTPError) -> str:
-    """A short text for a transport failure (no URL: it may carry a token)."""
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    return f"connection failed ({type(exc).__name__})"

@@ -8,9 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import httpx
-
 from handlers.sinks.base import SinkConfig, required_options
+from handlers.sinks.client import HttpClient
 from receiver.errors import DeliveryFailed
 from receiver.events import Event
 
@@ -22,7 +21,7 @@ class FileSink:
     type: ClassVar[str] = "file"
     options_keys: ClassVar[frozenset[str]] = frozenset({"path"})
 
-    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: SinkConfig, client: HttpClient) -> None:
         self.config = config
         self._path = Path(str(config.options["path"]))
         self._lock = asyncio.Lock()

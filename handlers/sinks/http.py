@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
 from standardwebhooks.webhooks import Webhook
 
 from handlers.retry_after import retry_after
-from handlers.sinks.base import SinkConfig, http_client_error, required_options
+from handlers.sinks.base import SinkConfig, required_options
+from handlers.sinks.client import HttpClient, TransportError
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, utcnow
 
@@ -29,7 +29,7 @@ class HttpSink:
     type: ClassVar[str] = "http"
     options_keys: ClassVar[frozenset[str]] = frozenset({"url", "secret", "secrets", "headers"})
 
-    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: SinkConfig, client: HttpClient) -> None:
         self.config = config
         self._client = client
         self._url = str(config.options["url"])
@@ -72,20 +72,17 @@ class HttpSink:
     async def deliver(self, event: Event) -> int | None:
         body = event.to_json()
         try:
-            response = await self._client.post(
-                self._url,
-                content=body.encode(),
-                headers=self.signed_headers(event, body),
-                timeout=self.config.timeout_s,
+            answer = await self._client.post(
+                self._url, body.encode(), self.signed_headers(event, body), self.config.timeout_s
             )
-        except httpx.HTTPError as exc:
-            raise DeliveryFailed(http_client_error(exc)) from exc
-        if 200 <= response.status_code < 300:
-            return response.status_code
+        except TransportError as exc:
+            raise DeliveryFailed(exc.message) from exc
+        if answer.ok:
+            return answer.status
         raise DeliveryFailed(
-            f"HTTP {response.status_code}: {response.text[:200]}",
-            status=response.status_code,
-            retry_after_s=retry_after(response),
+            f"HTTP {answer.status}: {answer.text[:200]}",
+            status=answer.status,
+            retry_after_s=retry_after(answer),
         )
 
     async def aclose(self) -> None:

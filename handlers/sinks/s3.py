@@ -25,10 +25,9 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-import httpx
-
 from handlers.retry_after import retry_after
-from handlers.sinks.base import SinkConfig, http_client_error, required_options
+from handlers.sinks.base import SinkConfig, required_options
+from handlers.sinks.client import HttpClient, Streamed, TransportError
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, EventType
 
@@ -127,8 +126,8 @@ def s3_failure(exc: Exception, bucket: str) -> DeliveryFailed:
     return DeliveryFailed(f"S3 connection failed ({type(exc).__name__})", permanent=False)
 
 
-def _source_failed(response: httpx.Response) -> DeliveryFailed:
-    status = response.status_code
+def _source_failed(response: Streamed) -> DeliveryFailed:
+    status = response.status
     permanent: bool | None = None
     if status in (404, 410):
         permanent = True
@@ -151,7 +150,7 @@ class S3Sink:
         {"bucket", "prefix", "region", "endpoint_url", "copy_images", *_CREDENTIAL_KEYS}
     )
 
-    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: SinkConfig, client: HttpClient) -> None:
         self.config = config
         self._http = client
         options = config.options
@@ -240,17 +239,15 @@ class S3Sink:
         if not url.startswith(("https://", "http://")):
             raise DeliveryFailed("image_url is not an http(s) URL", permanent=True)
         try:
-            async with self._http.stream(
-                "GET", url, timeout=self.config.timeout_s, follow_redirects=True
-            ) as response:
-                if response.status_code != 200:
+            async with self._http.get(url, self.config.timeout_s) as response:
+                if response.status != 200:
                     raise _source_failed(response)
                 content_type = response.headers.get("content-type", "application/octet-stream")
                 content_type = content_type.split(";")[0].strip() or "application/octet-stream"
                 key = base + image_extension(content_type, url)
-                await self._upload(s3, key, content_type, response.aiter_bytes())
-        except httpx.HTTPError as exc:
-            raise DeliveryFailed(f"image source {http_client_error(exc)}", permanent=False) from exc
+                await self._upload(s3, key, content_type, response.chunks())
+        except TransportError as exc:
+            raise DeliveryFailed(f"image source {exc.message}", permanent=False) from exc
         return key
 
     async def _upload(

@@ -7,13 +7,13 @@ error), ``rate_per_s`` (default 1, Slack's limit per webhook) and ``burst`` (def
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
-
 from handlers.retry_after import retry_after
-from handlers.sinks.base import SinkConfig, http_client_error, required_options
+from handlers.sinks.base import SinkConfig, required_options
+from handlers.sinks.client import HttpClient, TransportError
 from handlers.sinks.pacing import shared_bucket
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, EventType
@@ -35,6 +35,7 @@ _TITLES = {
     EventType.FAILED: "Upscale failed",
     EventType.PROGRESS: "Upscale progress",
 }
+_HEADERS = {"content-type": "application/json", "user-agent": "upscale-relay"}
 _FIELD_MAX = 2000
 _IMAGE_URL_MAX = 3000
 
@@ -99,7 +100,7 @@ class SlackSink:
     type: ClassVar[str] = "slack"
     options_keys: ClassVar[frozenset[str]] = frozenset({"url", "rate_per_s", "burst"})
 
-    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: SinkConfig, client: HttpClient) -> None:
         self.config = config
         self._client = client
         self._url = str(config.options["url"])
@@ -129,13 +130,12 @@ class SlackSink:
             )
         if wait_s > 0:
             await asyncio.sleep(wait_s)
+        body = json.dumps(slack_message(event), ensure_ascii=False, separators=(",", ":")).encode()
         try:
-            response = await self._client.post(
-                self._url, json=slack_message(event), timeout=self.config.timeout_s
-            )
-        except httpx.HTTPError as exc:
-            raise DeliveryFailed(f"Slack: {http_client_error(exc)}") from exc
-        status, answer = response.status_code, response.text.strip()[:200]
+            response = await self._client.post(self._url, body, _HEADERS, self.config.timeout_s)
+        except TransportError as exc:
+            raise DeliveryFailed(f"Slack: {exc.message}") from exc
+        status, answer = response.status, response.text.strip()[:200]
         if 200 <= status < 300:
             return status
         if status == 429:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import httpx
 import pytest
 from botocore.exceptions import (
     ClientError,
@@ -18,6 +17,7 @@ from botocore.exceptions import (
 )
 
 from handlers.sinks.base import SinkConfig
+from handlers.sinks.client import AiohttpClient
 from handlers.sinks.s3 import S3Sink, image_extension, object_base, s3_failure
 from receiver.errors import DeliveryFailed
 from receiver.events import UpdateState
@@ -44,9 +44,9 @@ async def bucket(s3: Any) -> str:
 
 @pytest.fixture
 async def make_sink(s3_endpoint: str) -> AsyncIterator[MakeSink]:
-    """Build S3Sinks on moto (closed after the test) sharing one httpx client."""
+    """Build S3Sinks on moto (closed after the test) sharing one client, as the relay does."""
     sinks: list[S3Sink] = []
-    async with httpx.AsyncClient() as http:
+    async with AiohttpClient() as http:
 
         def build(bucket: str, endpoint_url: str = s3_endpoint, **options: Any) -> S3Sink:
             config = SinkConfig(

@@ -12,6 +12,7 @@ import pytest
 
 from handlers.sinks import SINKS
 from handlers.sinks.base import SinkConfig
+from handlers.sinks.client import AiohttpClient
 from handlers.sinks.pacing import TokenBucket
 from handlers.sinks.s3 import S3Sink
 from handlers.sinks.slack import SlackSink, slack_message
@@ -31,12 +32,20 @@ async def slack() -> AsyncIterator[tuple[SlackStandin, str]]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """For talking to the stand-in directly."""
     async with httpx.AsyncClient() as http:
         yield http
 
 
+@pytest.fixture
+async def sink_http() -> AsyncIterator[AiohttpClient]:
+    """The sinks' shared client, as the relay builds it."""
+    async with AiohttpClient() as http:
+        yield http
+
+
 def slack_sink(
-    client: httpx.AsyncClient, url: str, *, timeout_s: float = 5.0, **options: Any
+    client: AiohttpClient, url: str, *, timeout_s: float = 5.0, **options: Any
 ) -> SlackSink:
     config = SinkConfig(name="team", type="slack", options={"url": url, **options})
     return SlackSink(
@@ -156,17 +165,17 @@ async def test_standin_rate_limits_per_webhook(
 
 
 async def test_completed_event_reaches_the_standin(
-    slack: tuple[SlackStandin, str], client: httpx.AsyncClient
+    slack: tuple[SlackStandin, str], client: httpx.AsyncClient, sink_http: AiohttpClient
 ) -> None:
     """A delivered completed event is accepted by the stand-in's validation as-is."""
     standin, base = slack
     path = standin.add_hook()
     event = make_event()
-    sink = slack_sink(client, base + path)
+    sink = slack_sink(sink_http, base + path)
     assert await sink.deliver(event) == 200  # the status Slack answered, recorded as such
     await sink.aclose()
     assert standin.hooks[path].messages == [slack_message(event)]
-    assert not client.is_closed  # the shared client is not the sink's to close
+    assert not sink_http.closed  # the shared client is not the sink's to close
 
 
 async def _deliver_like_the_worker(sink: SlackSink, event: Event) -> int:
@@ -183,13 +192,13 @@ async def _deliver_like_the_worker(sink: SlackSink, event: Event) -> int:
 
 
 async def test_twenty_events_are_paced_under_the_limit(
-    slack: tuple[SlackStandin, str], client: httpx.AsyncClient
+    slack: tuple[SlackStandin, str], sink_http: AiohttpClient
 ) -> None:
     """Twenty back-to-back events all arrive, in order, without one 429: the sink paces
     itself to the webhook's rate."""
     standin, base = slack
     path = standin.add_hook(rate_per_s=5, burst=3)
-    sink = slack_sink(client, base + path, rate_per_s=5, burst=2)
+    sink = slack_sink(sink_http, base + path, rate_per_s=5, burst=2)
     events = [make_event(UpdateState.PROGRESS, progress=i) for i in range(20)]
     started = time.monotonic()
     retries = [await _deliver_like_the_worker(sink, event) for event in events]
@@ -206,7 +215,7 @@ async def test_twenty_events_are_paced_under_the_limit(
 
 
 async def test_unpaced_sends_would_be_rate_limited(
-    slack: tuple[SlackStandin, str], client: httpx.AsyncClient
+    slack: tuple[SlackStandin, str], sink_http: AiohttpClient
 ) -> None:
     """Control for the pacing test: a sink paced far above the webhook's limit meets
     429s, and re-delivering after ``retry_after_s`` still gets every event through. The
@@ -215,7 +224,7 @@ async def test_unpaced_sends_would_be_rate_limited(
     standin, base = slack
     clock = [0.0]
     path = standin.add_hook(rate_per_s=10, burst=2, clock=lambda: clock[0])
-    sink = slack_sink(client, base + path, rate_per_s=1000, burst=100)
+    sink = slack_sink(sink_http, base + path, rate_per_s=1000, burst=100)
     events = [make_event(UpdateState.PROGRESS, progress=i) for i in range(3)]
     for event in events[:2]:
         await sink.deliver(event)
@@ -230,13 +239,13 @@ async def test_unpaced_sends_would_be_rate_limited(
 
 
 async def test_429_raises_with_retry_after_and_pauses_the_webhook(
-    slack: tuple[SlackStandin, str], client: httpx.AsyncClient
+    slack: tuple[SlackStandin, str], sink_http: AiohttpClient
 ) -> None:
     """A 429 becomes a retryable DeliveryFailed with Slack's Retry-After, and the next
     send to that webhook waits that long instead of meeting another 429."""
     standin, base = slack
     path = standin.add_hook(rate_per_s=1, burst=1)
-    sink = slack_sink(client, base + path, rate_per_s=50, burst=5)
+    sink = slack_sink(sink_http, base + path, rate_per_s=50, burst=5)
     await sink.deliver(make_event(UpdateState.PROGRESS, progress=1))
     with pytest.raises(DeliveryFailed) as caught:
         await sink.deliver(make_event(UpdateState.PROGRESS, progress=2))
@@ -251,13 +260,13 @@ async def test_429_raises_with_retry_after_and_pauses_the_webhook(
 
 
 async def test_pacing_wait_is_bounded_by_the_sink_timeout(
-    slack: tuple[SlackStandin, str], client: httpx.AsyncClient
+    slack: tuple[SlackStandin, str], sink_http: AiohttpClient
 ) -> None:
     """When the next slot is further away than the sink timeout, deliver fails fast and
     retryably with a retry hint, without sending."""
     standin, base = slack
     path = standin.add_hook()
-    sink = slack_sink(client, base + path, timeout_s=0.3, rate_per_s=0.5, burst=1)
+    sink = slack_sink(sink_http, base + path, timeout_s=0.3, rate_per_s=0.5, burst=1)
     await sink.deliver(make_event(UpdateState.PROGRESS, progress=1))
     started = time.monotonic()
     with pytest.raises(DeliveryFailed) as caught:
@@ -271,21 +280,21 @@ async def test_pacing_wait_is_bounded_by_the_sink_timeout(
 
 
 async def test_sinks_on_one_webhook_share_its_pace(
-    slack: tuple[SlackStandin, str], client: httpx.AsyncClient
+    slack: tuple[SlackStandin, str], sink_http: AiohttpClient
 ) -> None:
     """Two SlackSinks posting to the same webhook draw from one bucket; a sink on
     another webhook is not slowed by them."""
     standin, base = slack
     shared, other = standin.add_hook(rate_per_s=5, burst=2), standin.add_hook(rate_per_s=5)
-    first = slack_sink(client, base + shared, rate_per_s=5, burst=1)
-    second = slack_sink(client, base + shared, rate_per_s=5, burst=1)
+    first = slack_sink(sink_http, base + shared, rate_per_s=5, burst=1)
+    second = slack_sink(sink_http, base + shared, rate_per_s=5, burst=1)
     events = [make_event(UpdateState.PROGRESS, progress=i) for i in range(4)]
     started = time.monotonic()
     await asyncio.gather(*(s.deliver(e) for s, e in zip([first, second] * 2, events, strict=True)))
     assert time.monotonic() - started >= 3 / 5 * 0.95
     assert standin.hooks[shared].rate_limited == 0
     assert len(standin.hooks[shared].messages) == 4
-    other_sink = slack_sink(client, base + other, rate_per_s=5, burst=1)
+    other_sink = slack_sink(sink_http, base + other, rate_per_s=5, burst=1)
     assert other_sink._bucket is not first._bucket
     assert first._bucket is second._bucket
     assert other_sink._bucket.next_slot_s() == 0  # a fresh bucket: no wait for this one
@@ -308,14 +317,14 @@ async def test_sinks_on_one_webhook_share_its_pace(
     ],
 )
 async def test_permanent_slack_errors(
-    slack: tuple[SlackStandin, str], client: httpx.AsyncClient, status: int, answer: str
+    slack: tuple[SlackStandin, str], sink_http: AiohttpClient, status: int, answer: str
 ) -> None:
     """Slack's permanent answers (and any 404/410) fail permanently, quoting Slack's
     text and never the webhook URL or its token."""
     standin, base = slack
     path = standin.add_hook(fail_with=(status, answer))
     with pytest.raises(DeliveryFailed) as caught:
-        await slack_sink(client, base + path).deliver(make_event())
+        await slack_sink(sink_http, base + path).deliver(make_event())
     failure = caught.value
     assert (failure.permanent, failure.status) == (True, status)
     assert answer in failure.message
@@ -324,34 +333,34 @@ async def test_permanent_slack_errors(
 
 
 async def test_unknown_webhook_is_permanent(
-    slack: tuple[SlackStandin, str], client: httpx.AsyncClient
+    slack: tuple[SlackStandin, str], sink_http: AiohttpClient
 ) -> None:
     """A webhook Slack does not know (404 ``no_service``) is dead, not retried."""
     _, base = slack
     with pytest.raises(DeliveryFailed) as caught:
-        await slack_sink(client, base + "/services/T0/B0/secret-token").deliver(make_event())
+        await slack_sink(sink_http, base + "/services/T0/B0/secret-token").deliver(make_event())
     assert (caught.value.permanent, caught.value.status) == (True, 404)
     assert "no_service" in caught.value.message
     assert "secret-token" not in str(caught.value)
 
 
 async def test_server_errors_are_left_to_the_retry_policy(
-    slack: tuple[SlackStandin, str], client: httpx.AsyncClient
+    slack: tuple[SlackStandin, str], sink_http: AiohttpClient
 ) -> None:
     """A 5xx keeps its status and no permanence verdict, so the policy retries it."""
     standin, base = slack
     path = standin.add_hook(fail_with=(500, "rollup_error"))
     with pytest.raises(DeliveryFailed) as caught:
-        await slack_sink(client, base + path).deliver(make_event())
+        await slack_sink(sink_http, base + path).deliver(make_event())
     assert (caught.value.status, caught.value.permanent) == (500, None)
     assert "rollup_error" in caught.value.message
 
 
-async def test_connection_failure_hides_the_url(client: httpx.AsyncClient) -> None:
+async def test_connection_failure_hides_the_url(sink_http: AiohttpClient) -> None:
     """A refused connection is retryable (no status) and its message has no URL."""
     url = f"http://127.0.0.1:{free_port()}/services/T0/B0/very-secret-token"
     with pytest.raises(DeliveryFailed) as caught:
-        await slack_sink(client, url).deliver(make_event())
+        await slack_sink(sink_http, url).deliver(make_event())
     assert (caught.value.status, caught.value.permanent) == (None, None)
     assert "very-secret-token" not in str(caught.value)
     assert "127.0.0.1" not in str(caught.value)

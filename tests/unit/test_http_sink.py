@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import base64
 
-import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from handlers.sinks.base import SinkConfig
+from handlers.sinks.client import Answer
 from handlers.sinks.http import HttpSink
 from receiver.errors import DeliveryFailed
 from receiver.events import ProviderUpdate, UpdateState, build_event
+from tests.helpers.fake_http import FakeHttp, Handler, Sent, answer, refuse
 
 SECRET_A = "whsec_" + base64.b64encode(b"a" * 32).decode()
 SECRET_B = "whsec_" + base64.b64encode(b"b" * 32).decode()
@@ -21,20 +22,20 @@ EVENT = build_event(
 )
 
 
-def _sink(handler: object, **options: object) -> HttpSink:
+def _sink(handler: Handler, **options: object) -> HttpSink:
     config = SinkConfig(
         name="app", type="http", options={"url": "https://app.test/hook", **options}
     )
-    return HttpSink(config, httpx.AsyncClient(transport=httpx.MockTransport(handler)))  # type: ignore[arg-type]
+    return HttpSink(config, FakeHttp(handler))
 
 
 async def test_signature_verifies_for_every_rotated_secret() -> None:
     """With two secrets, both signatures are sent and each verifies; extra headers ride along."""
-    seen: list[httpx.Request] = []
+    seen: list[Sent] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Sent) -> Answer:
         seen.append(request)
-        return httpx.Response(204)
+        return answer(204)
 
     sink = _sink(handler, secrets=[SECRET_A, SECRET_B], headers={"x-team": "42"})
     assert await sink.deliver(EVENT) == 204  # the receiver's real status
@@ -44,19 +45,16 @@ async def test_signature_verifies_for_every_rotated_secret() -> None:
     assert headers["x-team"] == "42"
     assert len(headers["webhook-signature"].split(" ")) == 2
     for secret in (SECRET_A, SECRET_B):
-        assert Webhook(secret).verify(request.content, headers)["id"] == EVENT.id
+        assert Webhook(secret).verify(request.body, headers)["id"] == EVENT.id
 
 
 async def test_failures_carry_status_and_retry_after() -> None:
     """A 429 carries its Retry-After; a connection error has no status."""
-    sink = _sink(lambda r: httpx.Response(429, headers={"retry-after": "7"}), secret=SECRET_A)
+    sink = _sink(lambda r: answer(429, b"slow down", retry_after="7"), secret=SECRET_A)
     with pytest.raises(DeliveryFailed) as caught:
         await sink.deliver(EVENT)
     assert caught.value.status == 429
     assert caught.value.retry_after_s == 7
-
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused")
 
     with pytest.raises(DeliveryFailed) as refused:
         await _sink(refuse).deliver(EVENT)
