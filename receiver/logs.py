@@ -4,12 +4,16 @@ redaction processor so secrets and tokens never reach a log line."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import MutableMapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -24,7 +28,15 @@ REDACTED = "[redacted]"
 
 def redact_path(path: str) -> str:
     """A callback path with its token replaced (the token is a credential)."""
+    if "/callbacks/" not in path:
+        return path
     return _CALLBACK_PATH.sub(r"\1" + REDACTED, path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret_key(key: str) -> bool:
+    """Field names repeat: the regex runs once per name, not once per line."""
+    return _SECRET_KEYS.search(key) is not None
 
 
 def redact_secrets(
@@ -32,7 +44,7 @@ def redact_secrets(
 ) -> MutableMapping[str, Any]:
     """structlog processor: blank every field whose name says it holds a secret."""
     for key in list(event_dict):
-        if _SECRET_KEYS.search(key) and event_dict[key] is not None:
+        if _is_secret_key(key) and event_dict[key] is not None:
             event_dict[key] = REDACTED
         elif key == "path" and isinstance(event_dict[key], str):
             event_dict[key] = redact_path(event_dict[key])
@@ -73,8 +85,9 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> str:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
+        # write() + flush per line (cheaper than print); loggers are resolved once
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -97,10 +110,57 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> str:
     return chosen
 
 
+@dataclass(slots=True)
+class _Request:
+    method: str
+    path: str
+    started: float
+    logged: bool = False
+
+
+_REQUEST: ContextVar[_Request | None] = ContextVar("relay_request", default=None)
+_SANE_ID = re.compile(r"[\w.-]{1,64}")
+
+
+class _RequestIds:
+    """Unique request ids without a syscall per request: a random prefix per process
+    (re-drawn after a fork) and a counter."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        if self._pid != os.getpid():
+            self._pid, self._prefix = os.getpid(), os.urandom(8).hex()
+        return f"{self._prefix}{next(self._counter):08x}"
+
+
+_request_ids = _RequestIds()
+
+
+def request_line(status: int) -> dict[str, Any]:
+    """For a handler that writes its request's one log line itself (a callback's
+    ``callback.accepted``): the fields the middleware's ``http.request`` line would
+    carry, so the middleware writes none. Outside a request: no fields."""
+    request = _REQUEST.get()
+    if request is None:
+        return {}
+    request.logged = True
+    return {
+        "method": request.method,
+        "path": redact_path(request.path),
+        "status": status,
+        "duration_ms": round((time.perf_counter() - request.started) * 1000, 2),
+    }
+
+
 class RequestLogMiddleware:
     """Pure ASGI middleware: binds a request id (``x-request-id`` if the caller sent a
     sane one) to structlog's contextvars, echoes it back, and logs one line per
-    request. ``BaseHTTPMiddleware`` would break contextvars, hence pure ASGI."""
+    request (``http.request``, unless the handler wrote that line itself through
+    ``request_line``). ``BaseHTTPMiddleware`` would break contextvars, hence pure ASGI."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -110,11 +170,13 @@ class RequestLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if re.fullmatch(r"[\w.-]{1,64}", incoming) else uuid.uuid4().hex
+        incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        text = incoming.decode("latin-1")
+        request_id = text if text and _SANE_ID.fullmatch(text) else _request_ids.next()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        started = time.perf_counter()
+        request = _Request(scope["method"], scope["path"], time.perf_counter())
+        token = _REQUEST.set(request)
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -130,11 +192,7 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.log.info(
-                "http.request",
-                method=scope["method"],
-                path=redact_path(scope["path"]),
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            if not request.logged:
+                self.log.info("http.request", **request_line(status))
+            _REQUEST.reset(token)
             structlog.contextvars.clear_contextvars()
