@@ -1,12 +1,15 @@
-"""Prometheus metrics, one registry per app instance (tests build many apps)."""
+"""Prometheus metrics, one registry per app instance (tests build many apps).
+
+prometheus_client is imported when the first ``Metrics`` is built (in the lifespan), not
+by ``import receiver.app``: a cold start does not pay for it before it serves."""
 
 from __future__ import annotations
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 
 class Metrics:
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
         self.registry = CollectorRegistry()
         self.callbacks = Counter(
             "relay_callbacks_total",
@@ -42,5 +45,8 @@ class Metrics:
             registry=self.registry,
         )
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -11,7 +11,6 @@ transport and 1.5 ms for httpx itself (see the README's Dependencies table).
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -112,6 +111,8 @@ class AiohttpClient:
     ``NO_PROXY`` as with httpx; without them the per-request environment lookup is skipped."""
 
     def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+        import urllib.request
+
         import aiohttp
 
         self._aiohttp = aiohttp

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,7 +22,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(metrics_of(request).render(), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = metrics_of(request).render()
+    return Response(body, media_type=content_type)
 
 
 routes = [
