@@ -218,7 +218,8 @@ class Event:
         return cls(
             id=raw["id"],
             type=EventType(raw["type"]),
-            timestamp=datetime.strptime(raw["timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC),
+            # our own "…Z" form (see isoformat); fromisoformat is C, strptime is Python
+            timestamp=datetime.fromisoformat(raw["timestamp"]).astimezone(UTC),
             data=raw["data"],
         )
 
