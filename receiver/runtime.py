@@ -60,8 +60,9 @@ class Runtime:
     async def open(
         cls, settings: Settings, *, migrate: bool = True, store: Store | None = None
     ) -> AsyncIterator[Runtime]:
-        """Open the store (migrating it), the shared HTTP clients (httpx for
-        providers, aiohttp for the delivery path), every configured provider and sink; build the collaborators; close it all on exit."""
+        """Open the store (migrating it), the shared HTTP clients (httpx for providers,
+        aiohttp for the delivery path), every configured provider and sink; build the
+        collaborators; close it all on exit."""
         store = store or open_store(settings.database_url)
         try:
             if migrate:
