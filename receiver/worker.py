@@ -1,7 +1,11 @@
 """The delivery worker: claim due deliveries, then for each one *attempt* (call the
-sink), *decide* (``receiver.decision.decide``, pure) and *record* (one
-``Store.record_outcome``). Per-sink concurrency limits and circuit breakers
-(``receiver.circuit``) live here too."""
+sink), *decide* (``receiver.decision.decide``, pure) and *record* (one outcome, written
+with the others that are ready: one ``Store.record_outcomes`` trip per batch).
+Per-sink concurrency limits and circuit breakers (``receiver.circuit``) live here too.
+
+Claims are batched as well: while deliveries are in flight the worker tops its batch up
+at most every ``REFILL_WAIT_S`` instead of after each completion, so a backlog costs one
+claim trip per many deliveries."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from datetime import datetime
 import structlog
 
 from handlers.sinks import Sink
+from receiver.batching import Batcher
 from receiver.circuit import Circuit, CircuitState
 from receiver.decision import AttemptResult, Decision, Disposition, RetryPolicy, decide
 from receiver.errors import DeliveryFailed
@@ -27,6 +32,7 @@ log = structlog.get_logger("relay.worker")
 IDLE_WAIT_S = 1.0
 STORE_ERROR_BACKOFF_S = 1.0
 BLOCKED_WAIT_S = 0.25  # due work exists but is paused or leased elsewhere
+REFILL_WAIT_S = 0.01  # with deliveries in flight, claim more at most this often
 
 
 class DeliveryWorker:
@@ -71,6 +77,7 @@ class DeliveryWorker:
             name: asyncio.Semaphore(sink.config.max_concurrency) for name, sink in sinks.items()
         }
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._outcomes: Batcher[DeliveryOutcome] = Batcher(store.record_outcomes)
 
     async def run(self) -> None:
         """Deliver forever; wakes at once when new deliveries are committed."""
@@ -110,6 +117,10 @@ class DeliveryWorker:
         if room <= 0:
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             return 1
+        if self._in_flight and room < self.batch // 2:
+            # let completions add up: one claim for many freed slots, not one per slot
+            await asyncio.wait(self._in_flight, timeout=REFILL_WAIT_S)
+            room = self.batch - len(self._in_flight)
         for circuit in self.circuits.values():
             circuit.refresh()
         not_ok = [n for n, c in self.circuits.items() if c.state is not CircuitState.OK]
@@ -156,12 +167,14 @@ class DeliveryWorker:
             for task in list(self._in_flight):
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await self._outcomes.flush()
         return attempted
 
     async def stop(self) -> None:
         for task in list(self._in_flight):
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await self._outcomes.flush()  # outcomes already decided are still written
 
     async def _deliver(self, item: DueDelivery, lease_ends: float) -> None:
         try:
@@ -242,9 +255,9 @@ class DeliveryWorker:
     async def _record(
         self, delivery_id: str, decision: Decision, now: datetime | None = None
     ) -> None:
-        """The one store call per claim."""
+        """The one outcome per claim (written in a batch with the others that are ready)."""
         outcome = DeliveryOutcome(delivery_id, decision, now or utcnow())
-        await self.store.record_outcome(outcome)
+        await self._outcomes.submit(outcome)
 
     def _report(
         self,

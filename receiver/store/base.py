@@ -82,8 +82,10 @@ class Store(Protocol):
         that dies loses its lease and another claims the delivery. Each claim ends in
         one ``record_outcome`` (see ``DeliveryOutcome``): delivered, retry or dead
         (each counts one attempt) or released (put back untried, e.g. while a circuit
-        is open). ``mark_delivered``, ``schedule_retry``, ``mark_dead`` and
-        ``release`` are shorthands for it (``OutcomeShorthands``).
+        is open). ``record_outcomes`` records many in one transaction (one writer
+        trip: the worker batches them); ``record_outcome``, ``mark_delivered``,
+        ``schedule_retry``, ``mark_dead`` and ``release`` are shorthands for it
+        (``OutcomeShorthands``).
         ``replay`` makes the matching deliveries that are not pending (dead or
         delivered) pending again, due ``now``, with their attempt count reset; it
         returns how many it changed. The event and its id stay the same.
@@ -158,6 +160,8 @@ class Store(Protocol):
 
     async def record_outcome(self, outcome: DeliveryOutcome) -> None: ...
 
+    async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None: ...
+
     async def mark_delivered(
         self, delivery_id: str, *, status: int | None, now: datetime
     ) -> None: ...
@@ -200,11 +204,14 @@ class Store(Protocol):
 
 
 class OutcomeShorthands:
-    """``mark_delivered`` / ``schedule_retry`` / ``mark_dead`` / ``release``, written once
-    for every store on top of its ``record_outcome``."""
+    """``record_outcome`` / ``mark_delivered`` / ``schedule_retry`` / ``mark_dead`` /
+    ``release``, written once for every store on top of its ``record_outcomes``."""
+
+    async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+        raise NotImplementedError
 
     async def record_outcome(self, outcome: DeliveryOutcome) -> None:
-        raise NotImplementedError
+        await self.record_outcomes([outcome])
 
     async def mark_delivered(self, delivery_id: str, *, status: int | None, now: datetime) -> None:
         await self.record_outcome(DeliveryOutcome(delivery_id, Decision.delivered(status), now))

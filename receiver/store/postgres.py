@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
@@ -377,23 +377,27 @@ class PostgresStore(OutcomeShorthands):
         ordered = sorted(rows, key=lambda row: (row["next_attempt_at"], row["seq"]))
         return [DueDelivery(_delivery(row), Event.from_json(row["body"])) for row in ordered]
 
-    async def record_outcome(self, outcome: DeliveryOutcome) -> None:
-        """One statement; a delivery put back in the queue also NOTIFYs (see ``_OUTCOME``)."""
-        decision = outcome.decision
-        await (await self._db()).execute(
-            _OUTCOME,
-            decision.counts_attempt,
-            decision.state.value,
-            decision.at,
-            decision.status,
-            decision.error,
-            outcome.now,
-            outcome.delivery_id,
-            CHANNEL,
-            self.schema,
-            decision.requeued,
-        )
-        if decision.requeued:
+    async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+        """All of ``outcomes`` in one transaction (one pipelined ``executemany``, one
+        commit); a delivery put back in the queue also NOTIFYs (see ``_OUTCOME``)."""
+        rows = [
+            (
+                outcome.decision.counts_attempt,
+                outcome.decision.state.value,
+                outcome.decision.at,
+                outcome.decision.status,
+                outcome.decision.error,
+                outcome.now,
+                outcome.delivery_id,
+                CHANNEL,
+                self.schema,
+                outcome.decision.requeued,
+            )
+            for outcome in outcomes
+        ]
+        async with self._transaction() as tx:
+            await tx.connection.executemany(_OUTCOME, rows)
+        if any(outcome.decision.requeued for outcome in outcomes):
             self._signal.notify()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,32 @@ def _placeholders(count: int) -> str:
 
 def _where(where: DeliveryFilter) -> tuple[str, list[Any]]:
     return filter_clause(where, lambda _: "?")
+
+
+_ATTEMPTED = (
+    "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"
+    " last_status = ?, last_error = ?, updated_at = ?,"
+    " lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'pending'"
+)
+_RELEASED = (
+    "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL,"
+    " lease_until = NULL WHERE id = ? AND state = 'pending'"
+)
+
+
+def _outcome_statement(outcome: DeliveryOutcome) -> tuple[str, tuple[Any, ...]]:
+    """The UPDATE that records ``outcome`` (only while the delivery is pending)."""
+    decision = outcome.decision
+    if not decision.counts_attempt:  # released: back in the queue untried
+        return _RELEASED, (_us_or_none(decision.at), outcome.delivery_id)
+    return _ATTEMPTED, (
+        decision.state.value,
+        _us_or_none(decision.at),
+        decision.status,
+        decision.error,
+        _us(outcome.now),
+        outcome.delivery_id,
+    )
 
 
 class SqliteStore(OutcomeShorthands):
@@ -350,34 +376,16 @@ class SqliteStore(OutcomeShorthands):
 
         return await self._writer.submit(run)
 
-    async def record_outcome(self, outcome: DeliveryOutcome) -> None:
-        decision = outcome.decision
-        if decision.counts_attempt:
-            sql = (
-                "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"
-                " last_status = ?, last_error = ?, updated_at = ?,"
-                " lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'pending'"
-            )
-            params: tuple[Any, ...] = (
-                decision.state.value,
-                _us_or_none(decision.at),
-                decision.status,
-                decision.error,
-                _us(outcome.now),
-                outcome.delivery_id,
-            )
-        else:  # released: back in the queue untried
-            sql = (
-                "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL,"
-                " lease_until = NULL WHERE id = ? AND state = 'pending'"
-            )
-            params = (_us_or_none(decision.at), outcome.delivery_id)
+    async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+        """All of ``outcomes`` in one writer operation (one queue item, one commit)."""
+        statements = [_outcome_statement(outcome) for outcome in outcomes]
 
         def run(c: sqlite3.Connection) -> None:
-            c.execute(sql, params)
+            for sql, params in statements:
+                c.execute(sql, params)
 
         await self._writer.submit(run)
-        if decision.requeued:
+        if any(outcome.decision.requeued for outcome in outcomes):
             self._signal.notify()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from receiver.decision import Decision
 from receiver.errors import IdempotencyMismatch, NotFound
 from receiver.events import DeliveryState, JobStatus, UpdateState
-from receiver.store import DeliveryFilter, Store
+from receiver.store import DeliveryFilter, DeliveryOutcome, Store
 from tests.store.factories import SECOND, T0, make_ingest, make_job, seed_deliveries
 
 if TYPE_CHECKING:
@@ -385,6 +386,36 @@ async def test_mark_delivered_records_the_attempt(store: Store) -> None:
     assert delivered.next_attempt_at is None
     assert delivered.updated_at == T0 + SECOND
     assert await store.claim_due(T0 + timedelta(hours=1), limit=5, lease_s=30, owner="w") == []
+
+
+async def test_record_outcomes_writes_many_in_one_call(store: Store) -> None:
+    """One ``record_outcomes`` call records every kind of outcome for its own delivery:
+    delivered, retry, dead and released, each as ``record_outcome`` would."""
+    await seed_deliveries(store, 4)
+    claimed = await store.claim_due(T0, limit=4, lease_s=30, owner="w")
+    ids = [c.delivery.id for c in claimed]
+    later = T0 + 5 * SECOND
+    decisions = [
+        Decision.delivered(200),
+        Decision.retry(later, 503, "unavailable"),
+        Decision.dead(410, "gone"),
+        Decision.released(later),
+    ]
+    await store.record_outcomes(
+        [DeliveryOutcome(i, d, T0 + SECOND) for i, d in zip(ids, decisions, strict=True)]
+    )
+    got = [await store.get_delivery(i) for i in ids]
+    assert all(d is not None for d in got)
+    states = [(d.state, d.attempts, d.last_status) for d in got if d is not None]
+    assert states == [
+        (DeliveryState.DELIVERED, 1, 200),
+        (DeliveryState.PENDING, 1, 503),
+        (DeliveryState.DEAD, 1, 410),
+        (DeliveryState.PENDING, 0, None),
+    ]
+    due_later = await store.claim_due(later, limit=5, lease_s=30, owner="w2")
+    assert sorted(c.delivery.id for c in due_later) == sorted([ids[1], ids[3]])
+    await store.record_outcomes([])  # nothing to do is fine
 
 
 async def test_schedule_retry_counts_and_reschedules(store: Store) -> None:
