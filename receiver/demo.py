@@ -135,7 +135,8 @@ class Narrator:
     def line(self, entry: Mapping[str, Any]) -> str | None:
         name = entry.get("event")
         event_id = str(entry.get("event_id"))
-        if name == "event.recorded":
+        recorded = name == "callback.accepted" and entry.get("type")  # a callback's one line
+        if name == "event.recorded" or recorded:
             self.types[event_id] = str(entry.get("type"))
             sinks = ", ".join(entry.get("sinks") or []) or "no sink"
             return (

@@ -42,6 +42,9 @@ class Outcome:
     event_id: str | None
     duplicate: bool = False
     awaiting_confirmation: bool = False
+    job_id: str | None = None
+    sinks: Sequence[str] = ()
+    type: str | None = None  # the event's type
 
 
 def check_correlation(job: Job, update: ProviderUpdate) -> None:
@@ -84,7 +87,9 @@ class Ingestor:
             raise UnknownProvider(name)
         return provider
 
-    async def record(self, provider: str, update: ProviderUpdate, job: Job | None) -> Outcome:
+    async def record(
+        self, provider: str, update: ProviderUpdate, job: Job | None, *, announce: bool = True
+    ) -> Outcome:
         """Commit ``update`` as an event with its deliveries; a duplicate is a no-op.
 
         A message about a job that already ended (a late progress, a second terminal
@@ -110,7 +115,8 @@ class Ingestor:
             # the store's wake-up reaches the worker and (a job that ended may free a
             # provider slot for queued jobs) the poller
             self.metrics.events.labels(provider, event.type.value).inc()
-            log.info(
+            # a callback's one line (callback.accepted) says the same: debug for those
+            (log.info if announce else log.debug)(
                 "event.recorded",
                 event_id=event.id,
                 type=event.type.value,
@@ -119,7 +125,13 @@ class Ingestor:
                 sinks=sinks,
                 late=late,
             )
-        return Outcome(event_id=event.id, duplicate=not inserted)
+        return Outcome(
+            event_id=event.id,
+            duplicate=not inserted,
+            job_id=event.job_id,
+            sinks=sinks,
+            type=event.type.value,
+        )
 
     async def job_callback(
         self, provider: Provider, token: str, headers: Mapping[str, str], body: bytes
@@ -182,4 +194,4 @@ class Ingestor:
                 await self.store.set_next_poll(job.id, utcnow())
             log.info("callback.awaiting_confirmation", job_id=job.id, provider=provider.name)
             return Outcome(event_id=None, awaiting_confirmation=True)
-        return await self.record(provider.name, update, job)
+        return await self.record(provider.name, update, job, announce=False)

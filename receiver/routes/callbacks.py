@@ -12,6 +12,7 @@ from starlette.routing import Route
 from handlers.providers import Provider
 from receiver.errors import RelayError
 from receiver.ingest import Outcome
+from receiver.logs import request_line
 from receiver.routes.common import (
     ingestor_of,
     json_response,
@@ -58,14 +59,21 @@ async def _callback(request: Request, accept: Accept) -> Response:
         outcome = await accept(provider, body)
     except RelayError as exc:
         metrics.callbacks.labels(name, exc.code).inc()
-        log.info("callback.rejected", provider=name, error=exc.code, status=exc.http_status)
+        log.info(
+            "callback.rejected", **request_line(exc.http_status), provider=name, error=exc.code
+        )
         raise
     label = "duplicate" if outcome.duplicate else "accepted"
     metrics.callbacks.labels(name, label).inc()
+    # the request's one log line (the middleware writes none for it)
     log.info(
         "callback." + label,
+        **request_line(200),
         provider=name,
         event_id=outcome.event_id,
+        type=outcome.type,
+        job_id=outcome.job_id,
+        sinks=outcome.sinks,
         awaiting_confirmation=outcome.awaiting_confirmation,
     )
     inline = worker_of(request, "inline_worker")

@@ -62,10 +62,14 @@ async def test_sigkill_after_ack_still_delivers_after_restart(tmp_path: Path) ->
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
             logs = log_path.read_text()
-        # one JSON line per request, and no credential in any of them
-        requests = [json.loads(line) for line in logs.splitlines() if '"http.request"' in line]
+        # one JSON line per request (a callback's is its callback.* line), no credential
+        lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+        requests = [r for r in lines if "path" in r and "status" in r]
+        assert {r["event"] for r in requests} >= {"http.request", "callback.accepted"}
         assert {r["path"] for r in requests} >= {"/v1/upscales", "/callbacks/apiframe/[redacted]"}
         assert all(r["request_id"] for r in requests)
+        ids = [r["request_id"] for r in requests]
+        assert len(ids) == len(set(ids))
         token = task.callback_url.rsplit("/", 1)[1]
         for secret in (token, task.extra["webhook_secret"], API_TOKEN, SECRET_KEY):
             assert secret not in logs
