@@ -29,7 +29,7 @@ from receiver.events import (
 from receiver.jsonbody import decode_json
 from receiver.metrics import Metrics
 from receiver.routing import Route, route_event
-from receiver.store import Ingest, Store
+from receiver.store import Ingest, JobLookup, Store
 from receiver.tokens import CallbackTokens
 
 log = structlog.get_logger("relay.ingest")
@@ -87,10 +87,8 @@ class Ingestor:
             raise UnknownProvider(name)
         return provider
 
-    async def record(
-        self, provider: str, update: ProviderUpdate, job: Job | None, *, announce: bool = True
-    ) -> Outcome:
-        """Commit ``update`` as an event with its deliveries; a duplicate is a no-op.
+    def prepare(self, provider: str, update: ProviderUpdate, job: Job | None) -> Ingest:
+        """The record that commits ``update`` as an event with its deliveries (pure).
 
         A message about a job that already ended (a late progress, a second terminal
         state) is recorded as an event but routed nowhere and never moves the job.
@@ -100,17 +98,28 @@ class Ingestor:
         late = job is not None and job.status.terminal
         job_sinks = list(job.sinks) if job is not None and job.sinks is not None else None
         sinks = [] if late else route_event(event, self.routes, self.sinks, job_sinks)
-        inserted = await self.store.ingest(
-            Ingest(
-                event=event,
-                job_id=job.id if job else None,
-                job_status=None if late or job is None else STATUS_FOR_STATE[update.state],
-                sinks=sinks,
-                now=now,
-                provider_task_id=update.provider_task_id,
-                finished_at=now if update.state.terminal else None,
-            )
+        return Ingest(
+            event=event,
+            job_id=job.id if job else None,
+            job_status=None if late or job is None else STATUS_FOR_STATE[update.state],
+            sinks=sinks,
+            now=now,
+            provider_task_id=update.provider_task_id,
+            finished_at=now if update.state.terminal else None,
         )
+
+    async def record(
+        self, provider: str, update: ProviderUpdate, job: Job | None, *, announce: bool = True
+    ) -> Outcome:
+        """Commit ``update`` as an event with its deliveries; a duplicate is a no-op."""
+        record = self.prepare(provider, update, job)
+        inserted = await self.store.ingest(record)
+        return self._recorded(provider, record, inserted, announce=announce)
+
+    def _recorded(
+        self, provider: str, record: Ingest, inserted: bool, *, announce: bool
+    ) -> Outcome:
+        event = record.event
         if inserted:
             # the store's wake-up reaches the worker and (a job that ended may free a
             # provider slot for queued jobs) the poller
@@ -122,14 +131,13 @@ class Ingestor:
                 type=event.type.value,
                 job_id=event.job_id,
                 provider=provider,
-                sinks=sinks,
-                late=late,
+                sinks=list(record.sinks),
             )
         return Outcome(
             event_id=event.id,
             duplicate=not inserted,
             job_id=event.job_id,
-            sinks=sinks,
+            sinks=record.sinks,
             type=event.type.value,
         )
 
@@ -138,13 +146,16 @@ class Ingestor:
     ) -> Outcome:
         """A callback to ``/callbacks/{provider}/{token}`` for a job we submitted."""
         claim = self.tokens.check(token, provider.name)
-        job = await self.store.get_job(claim.job_id)
-        if job is None:
-            raise NotFound("the job this callback URL was made for no longer exists")
-        provider.verify_callback(headers, body, job.callback_secret)
-        update = provider.parse_callback(decode_json(body))
-        check_correlation(job, update)
-        return await self._commit(provider, update, job)
+
+        def checked(job: Job | None) -> ProviderUpdate:
+            if job is None:
+                raise NotFound("the job this callback URL was made for no longer exists")
+            provider.verify_callback(headers, body, job.callback_secret)
+            update = provider.parse_callback(decode_json(body))
+            check_correlation(job, update)
+            return update
+
+        return await self._accept(provider, JobLookup(job_id=claim.job_id), checked)
 
     async def account_callback(
         self, provider: Provider, headers: Mapping[str, str], body: bytes
@@ -154,14 +165,38 @@ class Ingestor:
         reference the provider echoes; otherwise an event with no job of ours."""
         provider.verify_account_callback(headers, body)
         update = provider.parse_callback(decode_json(body))
-        job = await self.store.find_job_by_task(provider.name, update.provider_task_id)
-        if job is None and update.correlation_id is not None:
-            candidate = await self.store.get_job(update.correlation_id)
-            if candidate is not None and candidate.provider == provider.name:
-                job = candidate
-        if job is not None:
-            check_correlation(job, update)
-        elif update.state.terminal and provider.config.confirm_by_poll:
+
+        def checked(job: Job | None) -> ProviderUpdate:
+            if job is not None:
+                check_correlation(job, update)
+            return update
+
+        lookup = JobLookup(None, provider.name, update.provider_task_id, update.correlation_id)
+        return await self._accept(provider, lookup, checked)
+
+    async def _accept(
+        self,
+        provider: Provider,
+        lookup: JobLookup,
+        checked: Callable[[Job | None], ProviderUpdate],
+    ) -> Outcome:
+        """One store trip for the common case (the job's lookup, the checks that need it,
+        and the event's commit: ``Store.ingest_for``); an update that must first be
+        confirmed by a poll takes the longer way (``_commit``)."""
+        updates: list[ProviderUpdate] = []
+
+        def plan(job: Job | None) -> Ingest | None:
+            update = checked(job)  # raises (401, 404, 409 …) with nothing written
+            updates.append(update)
+            if update.state.terminal and provider.config.confirm_by_poll:
+                return None
+            return self.prepare(provider.name, update, job)
+
+        job, record, inserted = await self.store.ingest_for(lookup, plan)
+        if record is not None:
+            return self._recorded(provider.name, record, inserted, announce=False)
+        [update] = updates
+        if job is None:  # a task started elsewhere (account-level, confirm_by_poll)
             job = await self._track_external(provider, update)
         return await self._commit(provider, update, job)
 

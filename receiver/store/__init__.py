@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from receiver.store.base import DeliveryFilter, DeliveryOutcome, Ingest, Store
+from receiver.store.base import DeliveryFilter, DeliveryOutcome, Ingest, JobLookup, Store
 
-__all__ = ["DeliveryFilter", "DeliveryOutcome", "Ingest", "Store", "open_store", "split_schema"]
+__all__ = [
+    "DeliveryFilter",
+    "DeliveryOutcome",
+    "Ingest",
+    "JobLookup",
+    "Store",
+    "open_store",
+    "split_schema",
+]
 
 
 def split_schema(database_url: str) -> tuple[str, str]:

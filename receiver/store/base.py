@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -30,6 +30,18 @@ class Ingest:
     now: datetime
     provider_task_id: str | None = None
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobLookup:
+    """How a callback names its job: our ``job_id`` (a per-job callback URL), or else the
+    provider's ``task_id`` (the earliest job bound to it) and, failing that, the
+    reference the provider echoes (``correlation_id``: our job id, for that provider)."""
+
+    job_id: str | None = None
+    provider: str = ""
+    task_id: str = ""
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +154,15 @@ class Store(Protocol):
 
     # events
     async def ingest(self, record: Ingest) -> bool: ...
+
+    async def ingest_for(
+        self, lookup: JobLookup, plan: Callable[[Job | None], Ingest | None]
+    ) -> tuple[Job | None, Ingest | None, bool]:
+        """A callback's whole store work in one trip: find the job ``lookup`` names, call
+        ``plan(job)`` and ``ingest`` the record it returns, if any. ``plan`` runs inside
+        the store's operation (SQLite: on its writer thread), so it must be quick and
+        pure; its exception aborts with nothing written. Returns (job, record, inserted)."""
+        ...
 
     async def list_events(self, job_id: str) -> list[Event]: ...
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
@@ -34,7 +34,13 @@ from receiver.events import (
     new_id,
 )
 from receiver.store import postgres_schema
-from receiver.store.base import DeliveryFilter, DeliveryOutcome, Ingest, OutcomeShorthands
+from receiver.store.base import (
+    DeliveryFilter,
+    DeliveryOutcome,
+    Ingest,
+    JobLookup,
+    OutcomeShorthands,
+)
 from receiver.store.rows import (
     DELIVERY_COLUMNS,
     JOB_COLUMNS,
@@ -111,6 +117,33 @@ class _Transaction:
 
 def _job(row: Record) -> Job:
     return job_from_row(row, _same)
+
+
+async def _get_job(connection: Connection, job_id: str) -> Job | None:
+    row = await connection.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
+    return None if row is None else _job(row)
+
+
+async def _find_job_by_task(connection: Connection, provider: str, task_id: str) -> Job | None:
+    row = await connection.fetchrow(
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE provider = $1 AND provider_task_id = $2"
+        " ORDER BY created_at, id LIMIT 1",
+        provider,
+        task_id,
+    )
+    return None if row is None else _job(row)
+
+
+async def _look_up(connection: Connection, lookup: JobLookup) -> Job | None:
+    """The job ``lookup`` names (see ``JobLookup``)."""
+    if lookup.job_id is not None:
+        return await _get_job(connection, lookup.job_id)
+    job = await _find_job_by_task(connection, lookup.provider, lookup.task_id)
+    if job is None and lookup.correlation_id is not None:
+        candidate = await _get_job(connection, lookup.correlation_id)
+        if candidate is not None and candidate.provider == lookup.provider:
+            job = candidate
+    return job
 
 
 def _delivery(row: Record) -> Delivery:
@@ -263,20 +296,13 @@ class PostgresStore(OutcomeShorthands):
             await c.execute("DELETE FROM jobs WHERE id = $1", job_id)
 
     async def get_job(self, job_id: str) -> Job | None:
-        row = await (await self._db()).fetchrow(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id
-        )
-        return None if row is None else _job(row)
+        async with (await self._db()).acquire() as connection:
+            return await _get_job(connection, job_id)
 
     async def find_job_by_task(self, provider: str, provider_task_id: str) -> Job | None:
         """The earliest job bound to that provider task (useapi may bind two)."""
-        row = await (await self._db()).fetchrow(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE provider = $1 AND provider_task_id = $2"
-            " ORDER BY created_at, id LIMIT 1",
-            provider,
-            provider_task_id,
-        )
-        return None if row is None else _job(row)
+        async with (await self._db()).acquire() as connection:
+            return await _find_job_by_task(connection, provider, provider_task_id)
 
     async def list_jobs(
         self,
@@ -310,11 +336,25 @@ class PostgresStore(OutcomeShorthands):
 
     async def ingest(self, record: Ingest) -> bool:
         """One statement, so one round trip and one implicit transaction (see ``_INGEST``)."""
+        async with (await self._db()).acquire() as connection:
+            return await self._insert(connection, record)
+
+    async def ingest_for(
+        self, lookup: JobLookup, plan: Callable[[Job | None], Ingest | None]
+    ) -> tuple[Job | None, Ingest | None, bool]:
+        """Lookup, ``plan`` and insert on one pooled connection: one pool trip."""
+        async with (await self._db()).acquire() as connection:
+            job = await _look_up(connection, lookup)
+            record = plan(job)
+            inserted = record is not None and await self._insert(connection, record)
+        return job, record, inserted
+
+    async def _insert(self, connection: Connection, record: Ingest) -> bool:
         event = record.event
         sinks = list(dict.fromkeys(record.sinks))
         status = record.job_status
         wake = bool(sinks) or status is not None
-        inserted = await (await self._db()).fetchval(
+        inserted = await connection.fetchval(
             _INGEST,
             event.id,
             record.job_id,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,13 @@ from typing import Any
 from receiver.errors import ConfigError, IdempotencyMismatch, NotFound
 from receiver.events import Delivery, DueDelivery, Event, Job, JobStatus, new_id
 from receiver.store import sqlite_schema
-from receiver.store.base import DeliveryFilter, DeliveryOutcome, Ingest, OutcomeShorthands
+from receiver.store.base import (
+    DeliveryFilter,
+    DeliveryOutcome,
+    Ingest,
+    JobLookup,
+    OutcomeShorthands,
+)
 from receiver.store.group_commit import CommitStats, GroupCommitter
 from receiver.store.rows import (
     DELIVERY_COLUMNS,
@@ -228,16 +234,9 @@ class SqliteStore(OutcomeShorthands):
 
     async def find_job_by_task(self, provider: str, provider_task_id: str) -> Job | None:
         """The earliest job bound to that provider task (useapi may bind two)."""
-
-        def run(c: sqlite3.Connection) -> Job | None:
-            row = c.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE provider = ? AND provider_task_id = ?"
-                " ORDER BY created_at, id LIMIT 1",
-                (provider, provider_task_id),
-            ).fetchone()
-            return None if row is None else _job(row)
-
-        return await self._writer.submit(run, write=False)
+        return await self._writer.submit(
+            lambda c: _find_job_by_task(c, provider, provider_task_id), write=False
+        )
 
     async def list_jobs(
         self,
@@ -283,43 +282,28 @@ class SqliteStore(OutcomeShorthands):
     # -- events ------------------------------------------------------------------------
 
     async def ingest(self, record: Ingest) -> bool:
-        now = _us(record.now)
+        inserted = await self._writer.submit(lambda c: _insert(c, record))
+        self._notify_ingested(record, inserted)
+        return inserted
 
-        def run(c: sqlite3.Connection) -> bool:
-            event = record.event
-            inserted = c.execute(
-                "INSERT INTO events"
-                " (id, job_id, provider, provider_task_id, type, body, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (
-                    event.id,
-                    record.job_id,
-                    event.data["provider"],
-                    event.data["provider_task_id"],
-                    event.type.value,
-                    event.to_json(),
-                    now,
-                ),
-            ).rowcount
-            if not inserted:
-                return False
-            c.executemany(
-                "INSERT INTO deliveries (id, event_id, job_id, sink, state, next_attempt_at,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                [
-                    (new_id("dlv"), event.id, record.job_id, sink, now, now, now)
-                    for sink in dict.fromkeys(record.sinks)
-                ],
-            )
-            if record.job_id is not None:
-                _advance_job(c, record)
-            return True
+    async def ingest_for(
+        self, lookup: JobLookup, plan: Callable[[Job | None], Ingest | None]
+    ) -> tuple[Job | None, Ingest | None, bool]:
+        """Lookup, ``plan`` and insert in one writer operation (one trip, one commit)."""
 
-        inserted = await self._writer.submit(run)
+        def run(c: sqlite3.Connection) -> tuple[Job | None, Ingest | None, bool]:
+            job = _look_up(c, lookup)
+            record = plan(job)
+            return job, record, record is not None and _insert(c, record)
+
+        job, record, inserted = await self._writer.submit(run)
+        if record is not None:
+            self._notify_ingested(record, inserted)
+        return job, record, inserted
+
+    def _notify_ingested(self, record: Ingest, inserted: bool) -> None:
         if inserted and (record.sinks or record.job_status is not None):
             self._signal.notify()
-        return inserted
 
     async def list_events(self, job_id: str) -> list[Event]:
         def run(c: sqlite3.Connection) -> list[Event]:
@@ -497,6 +481,61 @@ def _ping(c: sqlite3.Connection) -> None:
 def _get_job(c: sqlite3.Connection, job_id: str) -> Job | None:
     row = c.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return None if row is None else _job(row)
+
+
+def _find_job_by_task(c: sqlite3.Connection, provider: str, task_id: str) -> Job | None:
+    row = c.execute(
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE provider = ? AND provider_task_id = ?"
+        " ORDER BY created_at, id LIMIT 1",
+        (provider, task_id),
+    ).fetchone()
+    return None if row is None else _job(row)
+
+
+def _look_up(c: sqlite3.Connection, lookup: JobLookup) -> Job | None:
+    """The job ``lookup`` names (see ``JobLookup``)."""
+    if lookup.job_id is not None:
+        return _get_job(c, lookup.job_id)
+    job = _find_job_by_task(c, lookup.provider, lookup.task_id)
+    if job is None and lookup.correlation_id is not None:
+        candidate = _get_job(c, lookup.correlation_id)
+        if candidate is not None and candidate.provider == lookup.provider:
+            job = candidate
+    return job
+
+
+def _insert(c: sqlite3.Connection, record: Ingest) -> bool:
+    """``Ingest``'s writes; False (nothing written) when the event exists already."""
+    event = record.event
+    now = _us(record.now)
+    inserted = c.execute(
+        "INSERT INTO events"
+        " (id, job_id, provider, provider_task_id, type, body, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (
+            event.id,
+            record.job_id,
+            event.data["provider"],
+            event.data["provider_task_id"],
+            event.type.value,
+            event.to_json(),
+            now,
+        ),
+    ).rowcount
+    if not inserted:
+        return False
+    c.executemany(
+        "INSERT INTO deliveries (id, event_id, job_id, sink, state, next_attempt_at,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        [
+            (new_id("dlv"), event.id, record.job_id, sink, now, now, now)
+            for sink in dict.fromkeys(record.sinks)
+        ],
+    )
+    if record.job_id is not None:
+        _advance_job(c, record)
+    return True
 
 
 def _advance_job(c: sqlite3.Connection, record: Ingest) -> None:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from receiver.decision import Decision
-from receiver.errors import IdempotencyMismatch, NotFound
-from receiver.events import DeliveryState, JobStatus, UpdateState
-from receiver.store import DeliveryFilter, DeliveryOutcome, Store
+from receiver.errors import IdempotencyMismatch, NotFound, Unauthorized
+from receiver.events import DeliveryState, Job, JobStatus, UpdateState
+from receiver.store import DeliveryFilter, DeliveryOutcome, Ingest, JobLookup, Store
 from tests.store.factories import SECOND, T0, make_ingest, make_job, seed_deliveries
 
 if TYPE_CHECKING:
@@ -281,6 +281,53 @@ async def test_job_status_only_moves_forward(store: Store) -> None:
         late.event.id,
         failed.event.id,
     ]
+
+
+async def test_ingest_for_looks_up_plans_and_commits_in_one_call(store: Store) -> None:
+    """``ingest_for`` finds the job by id, by task, or by the echoed reference (for that
+    provider only), hands it to the plan and commits what the plan returns."""
+    job = make_job(provider_task_id="task-7")
+    await store.create_job(job)
+    seen: list[Job | None] = []
+
+    def plan(found: Job | None) -> Ingest:
+        seen.append(found)
+        return make_ingest(found, task="task-7")
+
+    got, record, inserted = await store.ingest_for(JobLookup(job_id=job.id), plan)
+    assert (got, inserted) == (job, True)
+    assert record is not None
+    assert await store.get_event(record.event.id) == record.event
+    assert (await store.get_job(job.id)).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+    by_task = await store.ingest_for(JobLookup(None, "apiframe", "task-7"), plan)
+    assert by_task[0] is not None
+    assert (by_task[0].id, by_task[2]) == (job.id, False)  # same event: a duplicate
+    by_ref = JobLookup(None, "apiframe", "other-task", correlation_id=job.id)
+    assert (await store.ingest_for(by_ref, lambda found: None))[0] == by_task[0]
+    wrong_provider = JobLookup(None, "kie", "other-task", correlation_id=job.id)
+    assert await store.ingest_for(wrong_provider, lambda found: None) == (None, None, False)
+    missing = JobLookup(job_id="job_missing")
+    assert await store.ingest_for(missing, lambda found: None) == (None, None, False)
+    assert [found.id if found else None for found in seen] == [job.id, job.id]
+
+
+async def test_ingest_for_writes_nothing_when_the_plan_refuses(store: Store) -> None:
+    """A plan that raises (a bad signature …) or returns None leaves no trace."""
+    job = make_job(provider_task_id="task-8")
+    await store.create_job(job)
+
+    def refuse(found: Job | None) -> Ingest:
+        raise Unauthorized("wrong secret")
+
+    with pytest.raises(Unauthorized):
+        await store.ingest_for(JobLookup(job_id=job.id), refuse)
+    assert await store.ingest_for(JobLookup(job_id=job.id), lambda found: None) == (
+        job,
+        None,
+        False,
+    )
+    assert await store.list_events(job.id) == []
+    assert await store.get_job(job.id) == job
 
 
 async def test_ingest_keeps_an_existing_provider_task_id(store: Store) -> None:
