@@ -199,6 +199,9 @@ class Event:
     type: EventType
     timestamp: datetime
     data: EventData
+    # its canonical JSON once known (read from the store, or serialised once): every
+    # delivery attempt sends it. Not copied by ``dataclasses.replace``.
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -210,18 +213,25 @@ class Event:
 
     def to_json(self) -> str:
         """Canonical JSON: the same event always serialises to the same bytes."""
-        return json.dumps(self.as_dict(), separators=(",", ":"), sort_keys=True)
+        if self._json is None:
+            text = json.dumps(self.as_dict(), separators=(",", ":"), sort_keys=True)
+            object.__setattr__(self, "_json", text)
+            return text
+        return self._json
 
     @classmethod
     def from_json(cls, text: str) -> Event:
+        """An event from its ``to_json`` text (kept: it is canonical already)."""
         raw = json.loads(text)
-        return cls(
+        event = cls(
             id=raw["id"],
             type=EventType(raw["type"]),
             # our own "…Z" form (see isoformat); fromisoformat is C, strptime is Python
             timestamp=datetime.fromisoformat(raw["timestamp"]).astimezone(UTC),
             data=raw["data"],
         )
+        object.__setattr__(event, "_json", text)
+        return event
 
     @property
     def job_id(self) -> str | None:
