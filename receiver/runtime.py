@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import httpx
 import structlog
 
 from handlers.providers import PROVIDERS, Provider
@@ -72,6 +71,8 @@ class Runtime:
         except RelayError:
             await store.close()
             raise
+        import httpx  # here, not at import: a cold start does not pay for it
+
         client = httpx.AsyncClient(
             timeout=httpx.Timeout(15.0, connect=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),

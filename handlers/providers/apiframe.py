@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from handlers.providers.actions import GRID_ACTIONS, grid_index
 from handlers.providers.base import (
@@ -35,6 +33,9 @@ from handlers.providers.base import (
 )
 from receiver.errors import PayloadError, ProviderUnavailable, Unauthorized, UnsupportedAction
 from receiver.events import CallbackMode, ProviderUpdate, UpdateState
+
+if TYPE_CHECKING:
+    import httpx  # a provider gets the client; importing it costs a cold start
 
 SECRET_HEADER = "x-webhook-secret"  # noqa: S105 (a header name)
 

@@ -15,10 +15,8 @@ statuses, ``result.images[].url`` as an array or a string, ``error`` an object).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
-
-import httpx
 
 from handlers.providers.actions import ALL_ACTIONS, GRID_ACTIONS, LABELS, grid_index
 from handlers.providers.base import (
@@ -44,6 +42,9 @@ from receiver.errors import (
     UnsupportedAction,
 )
 from receiver.events import CallbackMode, ErrorCode, ProviderUpdate, UpdateState
+
+if TYPE_CHECKING:
+    import httpx  # a provider gets the client; importing it costs a cold start
 
 _RUNNING = {"NOT_START", "SUBMITTED", "IN_PROGRESS", "MODAL", "PENDING", "PROCESSING"}
 _DONE = {"SUCCESS", "COMPLETED"}

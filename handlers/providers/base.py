@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from handlers.retry_after import retry_after
 from receiver.errors import (
@@ -20,6 +18,9 @@ from receiver.errors import (
     ProviderUnavailable,
 )
 from receiver.events import CallbackMode, ErrorCode, ProviderUpdate
+
+if TYPE_CHECKING:
+    import httpx  # a provider gets the client; importing it costs a cold start
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,8 @@ class Provider(Protocol):
 
 async def send(client: httpx.AsyncClient, request: httpx.Request, provider: str) -> httpx.Response:
     """Send a request to a provider; transport failures become ``ProviderUnavailable``."""
+    import httpx
+
     try:
         return await client.send(request)
     except httpx.TimeoutException as exc:

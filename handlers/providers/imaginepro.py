@@ -16,10 +16,8 @@ a number or a string; the image is in ``uri``, else ``originalUrl``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
-
-import httpx
 
 from handlers.providers.actions import LABELS
 from handlers.providers.base import (
@@ -44,6 +42,9 @@ from receiver.errors import (
     UnsupportedAction,
 )
 from receiver.events import CallbackMode, ProviderUpdate, UpdateState
+
+if TYPE_CHECKING:
+    import httpx  # a provider gets the client; importing it costs a cold start
 
 #: ImaginePro lists every upscale button except Redo Upscale (Subtle)/(Creative)
 #: (current, legacy) endpoints; the fetch paths take the message id appended

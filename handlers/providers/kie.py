@@ -27,9 +27,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from handlers.providers.actions import GRID_ACTIONS, grid_index
 from handlers.providers.base import (
@@ -55,6 +53,9 @@ from receiver.errors import (
 )
 from receiver.events import CallbackMode, ProviderUpdate, UpdateState
 from receiver.jsonbody import decode_json
+
+if TYPE_CHECKING:
+    import httpx  # a provider gets the client; importing it costs a cold start
 
 TIMESTAMP_HEADER = "x-webhook-timestamp"
 SIGNATURE_HEADER = "x-webhook-signature"

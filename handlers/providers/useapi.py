@@ -23,9 +23,7 @@ import json
 import random
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from handlers.providers.actions import ALL_ACTIONS, LABELS
 from handlers.providers.base import (
@@ -53,6 +51,9 @@ from receiver.errors import (
     UnsupportedAction,
 )
 from receiver.events import CallbackMode, ErrorCode, ProviderUpdate, UpdateState
+
+if TYPE_CHECKING:
+    import httpx  # a provider gets the client; importing it costs a cold start
 
 #: useapi's advice on 429: "wait in a loop for at least 10..30 seconds"
 RETRY_AFTER_MIN_S = 10
