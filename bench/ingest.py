@@ -32,6 +32,7 @@ class Run:
     load: Load
     rss_mb: float
     check: str
+    cpu_ms: float = 0.0  # the relay process's CPU per acknowledged callback (all threads)
 
 
 async def relay_run(
@@ -60,7 +61,7 @@ async def relay_run(
             finally:
                 worker.stop()
         check = await verify(database_url, sink_url, load, count)
-    return Run(load, usage.max_rss_mb, check)
+    return Run(load, usage.max_rss_mb, check, 1000 * usage.cpu_s / max(load.ok, 1))
 
 
 async def verify(database_url: str, sink_url: str, load: Load, available: int) -> str:
@@ -118,7 +119,7 @@ async def main() -> None:
                         runs[(mode, kind)].append(run)
                         print(
                             f"  {backend} {mode} {kind}: {run.load.rps:.0f} rps, p99 "
-                            f"{run.load.p99_ms:.1f} ms, {run.check}",
+                            f"{run.load.p99_ms:.1f} ms, {run.cpu_ms:.2f} ms CPU each, {run.check}",
                             flush=True,
                         )
                 bare_rps = statistics.median(r.load.rps for r in bare)
@@ -127,7 +128,16 @@ async def main() -> None:
                     rows.append(_row(f"relay {mode}, {kind} ({backend})", done, bare_rps))
     print()
     print_table(
-        ["target", "rps (each round)", "p50 ms", "p99 ms", "x bare", "peak RSS MB", "check"],
+        [
+            "target",
+            "rps (each round)",
+            "p50 ms",
+            "p99 ms",
+            "x bare",
+            "CPU ms/callback",
+            "peak RSS MB",
+            "check",
+        ],
         rows,
     )
     print("targets: external ≥ 0.40 x bare with p99 ≤ 30 ms; inprocess ≥ 0.25 x bare")
@@ -141,6 +151,7 @@ def _row(name: str, runs: list[Run], bare_rps: float) -> list[object]:
         f"{statistics.median(r.load.p50_ms for r in runs):.1f}",
         f"{statistics.median(r.load.p99_ms for r in runs):.1f}",
         f"{rps / bare_rps:.2f}",
+        f"{statistics.median(r.cpu_ms for r in runs):.2f}" if runs[0].cpu_ms else "-",
         f"{max(r.rss_mb for r in runs):.0f}" if runs[0].rss_mb else "-",
         "; ".join(sorted({r.check.split(" (")[0] for r in runs})),
     ]
