@@ -60,9 +60,22 @@ class Proc:
     log_path: Path
     usage: Usage = field(default_factory=Usage)
 
+    def peak_rss_mb(self) -> float:
+        """``VmHWM``: the peak RSS of the program itself. (``wait4``'s ``ru_maxrss`` is
+        no good here: it keeps the high-water mark of the forked parent's memory from
+        before ``exec``, i.e. of the benchmark process.)"""
+        try:
+            for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
     def stop(self) -> Usage:
-        """SIGTERM, then reap with ``wait4`` for CPU time and peak RSS."""
+        """SIGTERM, then reap with ``wait4`` for CPU time; peak RSS from ``VmHWM``."""
         if self.popen.returncode is None:
+            peak_mb = self.peak_rss_mb()
             self.popen.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 20
             while True:
@@ -73,7 +86,7 @@ class Proc:
                     self.popen.kill()
                 time.sleep(0.05)
             self.popen.returncode = status
-            self.usage = Usage(rusage.ru_utime + rusage.ru_stime, rusage.ru_maxrss / 1024)
+            self.usage = Usage(rusage.ru_utime + rusage.ru_stime, peak_mb)
         return self.usage
 
     def log(self) -> str:
