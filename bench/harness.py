@@ -100,12 +100,18 @@ def free_port() -> int:
 
 
 def spawn(args: Sequence[str], env: dict[str, str], log_path: Path) -> Proc:
+    switch = os.environ.get("BENCH_SWITCH_INTERVAL")
+    if switch and args[0] == "-m":  # an experiment: the relay with another GIL switch interval
+        code = f"import runpy, sys; sys.setswitchinterval({float(switch)}); "
+        code += f"sys.argv = ['relay', *{list(args[2:])!r}]; runpy.run_module('{args[1]}', "
+        code += "run_name='__main__', alter_sys=True)"
+        args = ["-c", code]
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
             [sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT
         )
     profile_dir = os.environ.get("BENCH_PYSPY")
-    if profile_dir and args[0] == "-m":
+    if profile_dir and args[0] in ("-m", "-c"):
         # a py-spy profile of each relay process (collapsed stacks), written when it exits
         out = Path(profile_dir) / f"{log_path.stem}.txt"
         subprocess.Popen(
