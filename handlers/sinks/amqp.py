@@ -30,9 +30,8 @@ import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
-
 from handlers.sinks.base import SinkConfig, required_options
+from handlers.sinks.client import HttpClient
 from handlers.sinks.templates import render, scheme_problems, template_problems
 from receiver.errors import DeliveryFailed
 from receiver.events import Event
@@ -103,7 +102,7 @@ class AmqpSink:
     type: ClassVar[str] = "amqp"
     options_keys: ClassVar[frozenset[str]] = frozenset({"url", "exchange", "routing_key"})
 
-    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: SinkConfig, client: HttpClient) -> None:
         self.config = config
         options = config.options
         self._url = str(options["url"])

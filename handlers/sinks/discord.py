@@ -25,15 +25,15 @@ retried once in the same delivery, else raised with ``status=429`` and
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
-
 from handlers.retry_after import parse_retry_after
-from handlers.sinks.base import SinkConfig, http_client_error, required_options
+from handlers.sinks.base import SinkConfig, required_options
+from handlers.sinks.client import Answer, HttpClient, TransportError
 from handlers.sinks.pacing import RateWindow, TokenBucket, shared_bucket, shared_window
 from handlers.sinks.templates import render, template_problems
 from receiver.errors import DeliveryFailed
@@ -52,6 +52,7 @@ EMBED_TOTAL_MAX = 6000
 USERNAME_MAX = 80
 URL_MAX = 2048
 _SCHEMES = ("https://", "http://")
+_HEADERS = {"content-type": "application/json", "user-agent": "upscale-relay"}
 _COLOURS = {
     EventType.COMPLETED: 0x2ECC71,
     EventType.FAILED: 0xE74C3C,
@@ -177,11 +178,15 @@ def _count(value: str | None) -> int | None:
         return None
 
 
-def retry_after(response: httpx.Response) -> float:
+def _json(response: Answer) -> Any:
+    return json.loads(response.body)
+
+
+def retry_after(response: Answer) -> float:
     """Seconds a 429 asks for: its JSON ``retry_after``, else ``Retry-After`` or
     ``X-RateLimit-Reset-After``, else one second."""
     try:
-        body = response.json()
+        body = _json(response)
     except ValueError:
         body = None
     seconds = _seconds(body.get("retry_after")) if isinstance(body, dict) else None
@@ -192,10 +197,10 @@ def retry_after(response: httpx.Response) -> float:
     return 1.0 if seconds is None else seconds
 
 
-def _answer(response: httpx.Response) -> str:
+def _answer(response: Answer) -> str:
     """Discord's ``message`` (and ``code``) from an error body, else its text."""
     try:
-        body = response.json()
+        body = _json(response)
     except ValueError:
         return response.text.strip()[:200]
     if isinstance(body, dict) and "message" in body:
@@ -210,7 +215,7 @@ class DiscordSink:
     type: ClassVar[str] = "discord"
     options_keys: ClassVar[frozenset[str]] = frozenset({"url", "username", "job_url"})
 
-    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: SinkConfig, client: HttpClient) -> None:
         self.config = config
         self._client = client
         options = config.options
@@ -255,19 +260,20 @@ class DiscordSink:
 
     async def deliver(self, event: Event) -> int | None:
         body = discord_message(event, self._username, self._link(event))
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         retried = False
         while True:
             await self._slot()
-            response: httpx.Response | None = None
+            response: Answer | None = None
             try:
                 response = await self._client.post(
-                    self._url, json=body, timeout=self.config.timeout_s
+                    self._url, payload, _HEADERS, self.config.timeout_s
                 )
-            except httpx.HTTPError as exc:
-                raise DeliveryFailed(f"Discord: {http_client_error(exc)}") from exc
+            except TransportError as exc:
+                raise DeliveryFailed(f"Discord: {exc.message}") from exc
             finally:
                 self._follow_headers(response)  # the claimed slot is released either way
-            status = response.status_code
+            status = response.status
             if 200 <= status < 300:
                 return status
             if status != 429:
@@ -285,10 +291,10 @@ class DiscordSink:
                 )
             retried = True  # short enough: wait it out (in _slot) and send again, once
 
-    def _follow_headers(self, response: httpx.Response | None) -> None:
+    def _follow_headers(self, response: Answer | None) -> None:
         """Hand ``X-RateLimit-Remaining`` / ``-Reset-After`` / ``-Limit`` to the
         webhook's window (nothing known when there was no answer)."""
-        headers = response.headers if response is not None else httpx.Headers()
+        headers: Mapping[str, str] = response.headers if response is not None else {}
         self._window.release(
             _count(headers.get("x-ratelimit-remaining")),
             _seconds(headers.get("x-ratelimit-reset-after")),

@@ -26,9 +26,8 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
-
 from handlers.sinks.base import SinkConfig, required_options
+from handlers.sinks.client import HttpClient
 from handlers.sinks.templates import scheme_problems, template_problems, template_values
 from receiver.errors import DeliveryFailed
 from receiver.events import Event
@@ -94,7 +93,7 @@ class NatsSink:
     type: ClassVar[str] = "nats"
     options_keys: ClassVar[frozenset[str]] = frozenset({"url", "subject"})
 
-    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: SinkConfig, client: HttpClient) -> None:
         self.config = config
         options = config.options
         self._url = str(options["url"])

@@ -18,9 +18,8 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
-
 from handlers.sinks.base import SinkConfig, required_options
+from handlers.sinks.client import HttpClient
 from handlers.sinks.templates import render, scheme_problems, template_problems
 from receiver.errors import DeliveryFailed
 from receiver.events import Event
@@ -67,7 +66,7 @@ class RedisSink:
     type: ClassVar[str] = "redis"
     options_keys: ClassVar[frozenset[str]] = frozenset({"url", "stream", "maxlen"})
 
-    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: SinkConfig, client: HttpClient) -> None:
         self.config = config
         options = config.options
         self._url = str(options["url"])

@@ -21,9 +21,8 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
-
 from handlers.sinks.base import SinkConfig, required_options
+from handlers.sinks.client import HttpClient
 from handlers.sinks.templates import scheme_problems
 from receiver.errors import DeliveryFailed
 from receiver.events import Event
@@ -105,7 +104,7 @@ class SqsSink:
         {"queue_url", "region", "endpoint_url", *CREDENTIAL_KEYS}
     )
 
-    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: SinkConfig, client: HttpClient) -> None:
         self.config = config
         options = config.options
         self._queue_url = str(options["queue_url"])

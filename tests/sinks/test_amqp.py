@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
 from handlers.sinks import SINKS
 from handlers.sinks.amqp import AmqpSink
 from handlers.sinks.base import SinkConfig
+from handlers.sinks.client import AiohttpClient
 from receiver.errors import ConfigError, DeliveryFailed
 from receiver.events import UpdateState
 from receiver.settings import load_settings
@@ -66,7 +66,7 @@ async def bus() -> AsyncIterator[Bus]:
 @pytest.fixture
 async def make_sink() -> AsyncIterator[MakeSink]:
     sinks: list[AmqpSink] = []
-    async with httpx.AsyncClient() as http:
+    async with AiohttpClient() as http:
 
         def build(url: str = AMQP_URL, name: str = "bus", **options: Any) -> AmqpSink:
             config = SinkConfig(

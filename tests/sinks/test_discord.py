@@ -12,6 +12,7 @@ import pytest
 
 from handlers.sinks import SINKS
 from handlers.sinks.base import SinkConfig
+from handlers.sinks.client import AiohttpClient
 from handlers.sinks.discord import DiscordSink, discord_message, embed_size, retry_after
 from handlers.sinks.pacing import RateWindow
 from receiver.errors import ConfigError, DeliveryFailed
@@ -20,6 +21,7 @@ from receiver.retry import Verdict, classify
 from receiver.settings import load_settings
 from tests.helpers.discord_standin import DiscordStandin, message_problem
 from tests.helpers.events import make_event
+from tests.helpers.fake_http import answer
 
 
 @pytest.fixture
@@ -33,12 +35,20 @@ async def discord() -> AsyncIterator[tuple[DiscordStandin, str]]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """For talking to the stand-in directly."""
     async with httpx.AsyncClient() as http:
         yield http
 
 
+@pytest.fixture
+async def sink_http() -> AsyncIterator[AiohttpClient]:
+    """The sinks' shared client, as the relay builds it."""
+    async with AiohttpClient() as http:
+        yield http
+
+
 def discord_sink(
-    client: httpx.AsyncClient, url: str, *, timeout_s: float = 5.0, **options: Any
+    client: AiohttpClient, url: str, *, timeout_s: float = 5.0, **options: Any
 ) -> DiscordSink:
     config = SinkConfig(
         name="mj", type="discord", options={"url": url, **options}, timeout_s=timeout_s
@@ -99,14 +109,14 @@ def test_huge_values_stay_inside_discords_limits() -> None:
 
 
 async def test_delivers_with_wait_and_never_pings(
-    discord: tuple[DiscordStandin, str], client: httpx.AsyncClient
+    discord: tuple[DiscordStandin, str], sink_http: AiohttpClient
 ) -> None:
     """The sink posts with ``?wait=true`` (the stand-in answers the created message) and
     a ref of ``@everyone`` pings no one."""
     standin, base = discord
     path = standin.add_hook()
     event = make_event(ref="@everyone look")
-    sink = discord_sink(client, base + path, username="Upscaler")
+    sink = discord_sink(sink_http, base + path, username="Upscaler")
     assert await sink.deliver(event) == 200  # ?wait=true: the created message
     [message] = standin.hooks[path].messages
     assert "@everyone" in message["content"]
@@ -143,13 +153,13 @@ async def test_standin_enforces_discords_rules(
 
 
 async def test_paces_itself_by_the_rate_limit_headers(
-    discord: tuple[DiscordStandin, str], client: httpx.AsyncClient
+    discord: tuple[DiscordStandin, str], sink_http: AiohttpClient
 ) -> None:
     """Eight concurrent events to a webhook allowing 5 a second: all arrive, the sink
     waited out ``X-RateLimit-Reset-After`` itself, so Discord never answered 429."""
     standin, base = discord
     path = standin.add_hook(limit=5, window_s=1.0)
-    sink = discord_sink(client, base + path)
+    sink = discord_sink(sink_http, base + path)
     await asyncio.gather(*(sink.deliver(make_event(task_id=f"p{i}")) for i in range(8)))
     hook = standin.hooks[path]
     assert len(hook.messages) == 8
@@ -158,7 +168,7 @@ async def test_paces_itself_by_the_rate_limit_headers(
 
 
 async def test_429_is_waited_out_in_the_same_delivery(
-    discord: tuple[DiscordStandin, str], client: httpx.AsyncClient
+    discord: tuple[DiscordStandin, str], client: httpx.AsyncClient, sink_http: AiohttpClient
 ) -> None:
     """When someone else used the window, Discord's 429 ``retry_after`` is waited and
     the event sent in the same delivery (no attempt spent)."""
@@ -166,14 +176,14 @@ async def test_429_is_waited_out_in_the_same_delivery(
     path = standin.add_hook(limit=1, window_s=0.6)
     assert (await client.post(base + path, json={"content": "other"})).status_code == 204
     started = time.monotonic()
-    await discord_sink(client, base + path).deliver(make_event())
+    await discord_sink(sink_http, base + path).deliver(make_event())
     assert time.monotonic() - started >= 0.4
     hook = standin.hooks[path]
     assert (hook.rate_limited, len(hook.messages)) == (1, 2)
 
 
 async def test_long_429_raises_with_retry_after(
-    discord: tuple[DiscordStandin, str], client: httpx.AsyncClient
+    discord: tuple[DiscordStandin, str], client: httpx.AsyncClient, sink_http: AiohttpClient
 ) -> None:
     """A 429 asking for longer than the sink's timeout: DeliveryFailed with status 429
     and Discord's ``retry_after``, which the retry policy retries."""
@@ -181,7 +191,7 @@ async def test_long_429_raises_with_retry_after(
     path = standin.add_hook(limit=1, window_s=30.0)
     await client.post(base + path, json={"content": "other"})
     with pytest.raises(DeliveryFailed) as caught:
-        await discord_sink(client, base + path, timeout_s=1.0).deliver(make_event())
+        await discord_sink(sink_http, base + path, timeout_s=1.0).deliver(make_event())
     failure = caught.value
     assert failure.status == 429
     assert failure.retry_after_s is not None
@@ -210,45 +220,45 @@ def test_rate_window_counts_sends_in_flight() -> None:
 def test_retry_after_falls_back_to_headers() -> None:
     """Without a JSON ``retry_after`` the wait comes from ``Retry-After``, then
     ``X-RateLimit-Reset-After``, else one second."""
-    assert retry_after(httpx.Response(429, json={"retry_after": 1.5})) == 1.5
-    assert retry_after(httpx.Response(429, headers={"Retry-After": "3"})) == 3.0
-    assert retry_after(httpx.Response(429, headers={"X-RateLimit-Reset-After": "0.25"})) == 0.25
-    assert retry_after(httpx.Response(429, text="slow down")) == 1.0
+    assert retry_after(answer(429, b'{"retry_after": 1.5}')) == 1.5
+    assert retry_after(answer(429, retry_after="3")) == 3.0
+    assert retry_after(answer(429, x_ratelimit_reset_after="0.25")) == 0.25
+    assert retry_after(answer(429, b"slow down")) == 1.0
 
 
 async def test_deleted_webhook_is_dead_at_once(
-    discord: tuple[DiscordStandin, str], client: httpx.AsyncClient
+    discord: tuple[DiscordStandin, str], sink_http: AiohttpClient
 ) -> None:
     """404 Unknown Webhook: permanent, Discord's message, no token in the text."""
     standin, base = discord
     path = standin.add_hook()
     standin.delete_hook(path)
     with pytest.raises(DeliveryFailed) as caught:
-        await discord_sink(client, base + path).deliver(make_event())
+        await discord_sink(sink_http, base + path).deliver(make_event())
     assert (caught.value.status, caught.value.permanent) == (404, True)
     assert "Unknown Webhook (code 10015)" in caught.value.message
     assert path.rsplit("/", 1)[1] not in caught.value.message
 
 
 async def test_refused_body_is_permanent(
-    discord: tuple[DiscordStandin, str], client: httpx.AsyncClient
+    discord: tuple[DiscordStandin, str], sink_http: AiohttpClient
 ) -> None:
     """A message Discord refuses (a username with "discord"): 400, permanent."""
     standin, base = discord
     path = standin.add_hook()
     with pytest.raises(DeliveryFailed) as caught:
-        await discord_sink(client, base + path, username="discord fan").deliver(make_event())
+        await discord_sink(sink_http, base + path, username="discord fan").deliver(make_event())
     assert (caught.value.status, caught.value.permanent) == (400, True)
     assert "Invalid Form Body" in caught.value.message
 
 
 async def test_job_url_links_the_embed(
-    discord: tuple[DiscordStandin, str], client: httpx.AsyncClient
+    discord: tuple[DiscordStandin, str], sink_http: AiohttpClient
 ) -> None:
     """``job_url`` renders the embed's link; a job-less event links its image instead."""
     standin, base = discord
     path = standin.add_hook()
-    sink = discord_sink(client, base + path, job_url="https://app.test/jobs/{job_id}")
+    sink = discord_sink(sink_http, base + path, job_url="https://app.test/jobs/{job_id}")
     event, jobless = make_event(), make_event(job_id=None)
     await sink.deliver(event)
     await sink.deliver(jobless)

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
 from handlers.sinks import SINKS
 from handlers.sinks.base import SinkConfig
+from handlers.sinks.client import AiohttpClient
 from handlers.sinks.nats import NatsSink, nats_subject
 from receiver.errors import ConfigError, DeliveryFailed
 from receiver.events import UpdateState
@@ -63,7 +63,7 @@ async def stream() -> AsyncIterator[Stream]:
 @pytest.fixture
 async def make_sink() -> AsyncIterator[MakeSink]:
     sinks: list[NatsSink] = []
-    async with httpx.AsyncClient() as http:
+    async with AiohttpClient() as http:
 
         def build(url: str = NATS_URL, **options: Any) -> NatsSink:
             config = SinkConfig(

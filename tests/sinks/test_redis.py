@@ -6,11 +6,11 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from handlers.sinks import SINKS
 from handlers.sinks.base import SinkConfig
+from handlers.sinks.client import AiohttpClient
 from handlers.sinks.redis import RedisSink
 from receiver.errors import ConfigError, DeliveryFailed
 from receiver.events import UpdateState
@@ -40,7 +40,7 @@ async def redis() -> AsyncIterator[Any]:
 @pytest.fixture
 async def make_sink(redis: Any) -> AsyncIterator[MakeSink]:
     sinks: list[RedisSink] = []
-    async with httpx.AsyncClient() as http:
+    async with AiohttpClient() as http:
 
         def build(url: str = REDIS_URL, name: str = "bus", **options: Any) -> RedisSink:
             config = SinkConfig(

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
 from handlers.sinks import SINKS
 from handlers.sinks.base import SinkConfig
+from handlers.sinks.client import AiohttpClient
 from handlers.sinks.sqs import SqsSink, message_group
 from receiver.errors import ConfigError, DeliveryFailed
 from receiver.events import UpdateState
@@ -65,7 +65,7 @@ async def _receive(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
 @pytest.fixture
 async def make_sink(s3_endpoint: str) -> AsyncIterator[MakeSink]:
     sinks: list[SqsSink] = []
-    async with httpx.AsyncClient() as http:
+    async with AiohttpClient() as http:
 
         def build(queue_url: str, endpoint_url: str = s3_endpoint, **options: Any) -> SqsSink:
             config = SinkConfig(
