@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import aiohttp
 
-CONNECT_TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 200
 
 
@@ -120,7 +119,7 @@ class AiohttpClient:
             connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
             trust_env=bool(urllib.request.getproxies()),
         )
-        self._timeouts: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def __aenter__(self) -> AiohttpClient:
         return self
@@ -135,16 +134,14 @@ class AiohttpClient:
     async def aclose(self) -> None:
         await self._session.close()
 
-    def _timeout(self, seconds: float, *, stream: bool = False) -> aiohttp.ClientTimeout:
-        """A POST must be answered within ``seconds`` in all; a streamed GET may take
-        longer in all, as long as no read waits longer than ``seconds``."""
-        timeout = self._timeouts.get((seconds, stream))
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        """``seconds`` for each phase, as httpx applies a timeout: to connect (a pooled
+        connection included) and for each read; no bound on the whole exchange, so a
+        large image streams as long as it keeps coming."""
+        timeout = self._timeouts.get(seconds)
         if timeout is None:
-            connect = min(CONNECT_TIMEOUT_S, seconds)
-            timeout = self._timeouts[(seconds, stream)] = (
-                self._aiohttp.ClientTimeout(total=None, connect=connect, sock_read=seconds)
-                if stream
-                else self._aiohttp.ClientTimeout(total=seconds, connect=connect)
+            timeout = self._timeouts[seconds] = self._aiohttp.ClientTimeout(
+                total=None, connect=seconds, sock_read=seconds
             )
         return timeout
 
@@ -166,7 +163,7 @@ class AiohttpClient:
     @asynccontextmanager
     async def _get(self, url: str, timeout_s: float) -> AsyncIterator[Streamed]:
         try:
-            response = await self._session.get(url, timeout=self._timeout(timeout_s, stream=True))
+            response = await self._session.get(url, timeout=self._timeout(timeout_s))
         except (self._aiohttp.ClientError, TimeoutError) as exc:
             raise _failure(exc) from exc
         async with response:  # releases the connection, whatever happens inside
