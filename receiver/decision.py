@@ -35,6 +35,9 @@ class AttemptResult:
     permanent: bool | None = None
     retry_after_s: float | None = None
     throttled: bool = False
+    #: a delivered attempt that skipped part of the work on purpose (``DeliveryNote``)
+    note: str | None = None
+    note_reason: str | None = None
 
     @classmethod
     def failed(
@@ -103,8 +106,9 @@ class Decision:
         return self.state is DeliveryState.PENDING
 
     @classmethod
-    def delivered(cls, status: int | None) -> Decision:
-        return cls(Disposition.DELIVERED, status=status)
+    def delivered(cls, status: int | None, note: str | None = None) -> Decision:
+        """Done; ``note`` (what the sink skipped on purpose) is kept as ``last_error``."""
+        return cls(Disposition.DELIVERED, status=status, error=note)
 
     @classmethod
     def dead(cls, status: int | None, error: str) -> Decision:
@@ -133,7 +137,7 @@ def decide(
     schedule's next time (never before the sink's ``Retry-After``); or dead when the
     failure is permanent or the schedule is used up."""
     if result.ok:
-        return Decision.delivered(result.status)
+        return Decision.delivered(result.status, result.note)
     if result.throttled:
         wait_s = result.retry_after_s or THROTTLE_WAIT_S
         return Decision.released(now + timedelta(seconds=wait_s))

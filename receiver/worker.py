@@ -14,6 +14,7 @@ from datetime import datetime
 import structlog
 
 from handlers.sinks import Sink
+from handlers.sinks.base import DeliveryNote
 from receiver.circuit import Circuit, CircuitState
 from receiver.decision import AttemptResult, Decision, Disposition, RetryPolicy, decide
 from receiver.errors import DeliveryFailed
@@ -225,7 +226,7 @@ class DeliveryWorker:
         started_at = utcnow()
         started = time.perf_counter()
         try:
-            status = await sink.deliver(event)
+            answer = await sink.deliver(event)
         except DeliveryFailed as exc:
             failure = exc
         except Exception as exc:  # a sink bug must not kill the worker
@@ -233,8 +234,17 @@ class DeliveryWorker:
             failure = DeliveryFailed(f"sink error: {type(exc).__name__}")
         else:
             duration_s = time.perf_counter() - started
+            if isinstance(answer, DeliveryNote):
+                return AttemptResult(
+                    ok=True,
+                    started_at=started_at,
+                    duration_s=duration_s,
+                    status=answer.status,
+                    note=answer.message,
+                    note_reason=answer.reason,
+                )
             return AttemptResult(
-                ok=True, started_at=started_at, duration_s=duration_s, status=status
+                ok=True, started_at=started_at, duration_s=duration_s, status=answer
             )
         duration_s = time.perf_counter() - started
         return AttemptResult.failed(failure, started_at=started_at, duration_s=duration_s)
@@ -263,10 +273,13 @@ class DeliveryWorker:
             return
         self.metrics.deliveries.labels(sink, disposition.value).inc()
         if disposition is Disposition.DELIVERED:
+            if result.note_reason is not None:
+                self.metrics.delivery_notes.labels(sink, result.note_reason).inc()
             bound.info(
                 "delivery.delivered",
                 status=result.status,
                 duration_ms=round(result.duration_s * 1000, 2),
+                **({"note": result.note} if result.note else {}),
             )
         elif disposition is Disposition.RETRY:
             assert decision.at is not None

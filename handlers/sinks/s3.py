@@ -2,7 +2,10 @@
 
 Options: ``bucket`` (required), ``prefix`` (default ""), ``region`` (default
 us-east-1), ``endpoint_url`` (MinIO, R2, a local S3 API; path-style addressing),
-``copy_images`` (default false), and optionally ``aws_access_key_id`` /
+``copy_images`` (default false; image URLs come from providers, so the fetch goes
+through the SSRF guard of ``safe_fetch`` unless ``[relay] allow_private_image_urls``
+is true: a refused image is skipped, the event JSON still archived, and the reason
+noted on the attempt), and optionally ``aws_access_key_id`` /
 ``aws_secret_access_key`` / ``aws_session_token``; without them the standard AWS
 chain (environment, profile, instance role …) applies. aiobotocore is imported
 lazily: the relay runs without it unless an S3 sink is configured.
@@ -26,9 +29,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
+import structlog
 
 from handlers.retry_after import retry_after
-from handlers.sinks.base import SinkConfig, http_client_error, required_options
+from handlers.sinks.base import DeliveryNote, SinkConfig, http_client_error, required_options
+from handlers.sinks.safe_fetch import BlockedAddress, Resolver, blocked_reason, guarded_client
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, EventType
 
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
+log = structlog.get_logger("relay.sinks.s3")
 PART_SIZE = 8 * 1024 * 1024
 _EXTENSIONS = {
     "image/png": ".png",
@@ -127,6 +133,17 @@ def s3_failure(exc: Exception, bucket: str) -> DeliveryFailed:
     return DeliveryFailed(f"S3 connection failed ({type(exc).__name__})", permanent=False)
 
 
+def _refused_note(refused: BlockedAddress) -> DeliveryNote:
+    return DeliveryNote(
+        status=None,
+        reason=f"image_refused_{refused.address_class}",
+        message=(
+            f"image not copied: its host resolves to a {refused.address_class} address"
+            " (set [relay] allow_private_image_urls = true to allow)"
+        ),
+    )
+
+
 def _source_failed(response: httpx.Response) -> DeliveryFailed:
     status = response.status_code
     permanent: bool | None = None
@@ -151,9 +168,19 @@ class S3Sink:
         {"bucket", "prefix", "region", "endpoint_url", "copy_images", *_CREDENTIAL_KEYS}
     )
 
-    def __init__(self, config: SinkConfig, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, config: SinkConfig, client: httpx.AsyncClient, *, resolver: Resolver | None = None
+    ) -> None:
         self.config = config
-        self._http = client
+        self._guarded = not config.allow_private_image_urls
+        if self._guarded:
+            self._http = (
+                guarded_client(resolver, timeout_s=config.timeout_s)
+                if resolver is not None
+                else guarded_client(timeout_s=config.timeout_s)
+            )
+        else:
+            self._http = client
         options = config.options
         self._bucket = str(options["bucket"])
         self._prefix = str(options.get("prefix") or "")
@@ -212,18 +239,31 @@ class S3Sink:
                 return s3
             return self._s3
 
-    async def deliver(self, event: Event) -> int | None:
+    async def deliver(self, event: Event) -> DeliveryNote | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         base = object_base(self._prefix, event)
         image_url = event.data["image_url"]
+        note: DeliveryNote | None = None
         try:
             s3 = await self._client()
             metadata: dict[str, str] = {}
             if self._copy_images and event.type is EventType.COMPLETED and image_url:
-                image_key = await self._copy_image(s3, image_url, base)
-                if image_key.isascii():
-                    metadata["image-key"] = image_key
+                try:
+                    image_key = await self._copy_image(s3, image_url, base)
+                except BlockedAddress as refused:
+                    note = _refused_note(refused)
+                    metadata["image-skipped"] = refused.address_class
+                    log.warning(
+                        "s3.image_refused",
+                        sink=self.config.name,
+                        event_id=event.id,
+                        host=refused.host[:253],
+                        address_class=refused.address_class,
+                    )
+                else:
+                    if image_key.isascii():
+                        metadata["image-key"] = image_key
             await s3.put_object(
                 Bucket=self._bucket,
                 Key=base + ".json",
@@ -233,15 +273,16 @@ class S3Sink:
             )
         except (BotoCoreError, ClientError) as exc:
             raise s3_failure(exc, self._bucket) from exc
-        return None
+        return note
 
     async def _copy_image(self, s3: S3Client, url: str, base: str) -> str:
-        """Stream the image at ``url`` into the bucket; return its key."""
+        """Stream the image at ``url`` into the bucket; return its key. ``BlockedAddress``
+        when the guard refuses the URL's host (a redirect is an error answer then)."""
         if not url.startswith(("https://", "http://")):
             raise DeliveryFailed("image_url is not an http(s) URL", permanent=True)
         try:
             async with self._http.stream(
-                "GET", url, timeout=self.config.timeout_s, follow_redirects=True
+                "GET", url, timeout=self.config.timeout_s, follow_redirects=not self._guarded
             ) as response:
                 if response.status_code != 200:
                     raise _source_failed(response)
@@ -250,6 +291,9 @@ class S3Sink:
                 key = base + image_extension(content_type, url)
                 await self._upload(s3, key, content_type, response.aiter_bytes())
         except httpx.HTTPError as exc:
+            refused = blocked_reason(exc)
+            if refused is not None:
+                raise refused from None
             raise DeliveryFailed(f"image source {http_client_error(exc)}", permanent=False) from exc
         return key
 
@@ -308,6 +352,8 @@ class S3Sink:
         return {"ETag": answer["ETag"], "PartNumber": number}
 
     async def aclose(self) -> None:
+        if self._guarded:
+            await self._http.aclose()
         async with self._lock:
             if self._stack is not None:
                 await self._stack.aclose()
