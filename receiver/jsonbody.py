@@ -21,7 +21,12 @@ NESTED_MAX_DEPTH = 16
 
 
 class StrictJSONError(ValueError):
-    """The text is not strict JSON (syntax, non-finite numbers, depth, encoding)."""
+    """The text is not strict JSON (syntax, non-finite numbers, depth, encoding);
+    ``too_deep`` when nesting alone was the problem."""
+
+    def __init__(self, message: str, *, too_deep: bool = False) -> None:
+        super().__init__(message)
+        self.too_deep = too_deep
 
 
 def _refuse_constant(name: str) -> Any:
@@ -47,7 +52,7 @@ def _check_depth(value: Any, max_depth: int) -> None:
         else:
             continue
         if depth > max_depth:
-            raise StrictJSONError("nested too deeply")
+            raise StrictJSONError("nested too deeply", too_deep=True)
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
@@ -62,7 +67,9 @@ def loads_strict(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except StrictJSONError:
         raise
-    except (ValueError, RecursionError, UnicodeError, TypeError) as exc:
+    except RecursionError as exc:
+        raise StrictJSONError("nested too deeply", too_deep=True) from exc
+    except (ValueError, UnicodeError, TypeError) as exc:
         raise StrictJSONError(type(exc).__name__) from exc
     return value
 
@@ -75,12 +82,20 @@ def decode_json(body: bytes) -> Any:
         raise BadRequest("body is not valid JSON") from exc
 
 
-def decode_nested(text: str, field_name: str, *, max_bytes: int = MAX_NESTED_BYTES) -> Any:
+def decode_nested(
+    text: str, field_name: str, *, max_bytes: int = MAX_NESTED_BYTES, lenient: bool = False
+) -> Any:
     """JSON held in a string field (Kie's ``promptJson``, ``resultInfoJson``), bounded
-    in size and depth; ``PayloadError`` naming the field otherwise."""
+    in size and depth; ``PayloadError`` naming the field otherwise. ``lenient`` (for
+    fields that are context only): text that is simply not JSON gives None, but a
+    hostile shape (too large, too deep) is still a ``PayloadError``."""
     if len(text) > max_bytes:
         raise PayloadError(field_name, f"holds more than {max_bytes} characters of JSON")
     try:
         return loads_strict(text, max_depth=NESTED_MAX_DEPTH)
     except StrictJSONError as exc:
+        if exc.too_deep:
+            raise PayloadError(field_name, "holds JSON nested too deeply") from exc
+        if lenient:
+            return None
         raise PayloadError(field_name, "is not valid JSON") from exc

@@ -245,7 +245,7 @@ def parse_callback(payload: Any) -> ProviderUpdate:
     code = body.get("code")
     if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code <= 999:
         raise PayloadError("code", "must be an integer status code")
-    parent_id = _parent_id(data.get("promptJson"))
+    parent_id = _parent_id(data.get("promptJson"), "data.promptJson")
     if code == 200:
         urls = result_urls(data.get("resultUrls"), "data.resultUrls")
         return _completed(task_id, urls, parent_id)
@@ -261,7 +261,7 @@ def parse_record_info(payload: Any) -> ProviderUpdate:
     flag = data.get("successFlag")
     if not isinstance(flag, int) or isinstance(flag, bool) or flag not in (0, 1, 2, 3):
         raise PayloadError("data.successFlag", "must be 0, 1, 2 or 3")
-    parent_id = _parent_id(data.get("paramJson"))
+    parent_id = _parent_id(data.get("paramJson"), "data.paramJson")
     if flag == 0:
         return ProviderUpdate(
             provider_task_id=task_id, state=UpdateState.PROGRESS, parent_id=parent_id
@@ -318,15 +318,13 @@ def result_urls(value: Any, field_name: str) -> tuple[str, ...]:
     return tuple(urls)
 
 
-def _parent_id(params: Any) -> str | None:
+def _parent_id(params: Any, field_name: str) -> str | None:
     """The parent ``taskId`` out of ``promptJson``/``paramJson`` (a JSON string of the
-    request), when it is there; this is context only, so anything else is None."""
+    request), when it is there. This is context only, so text that is not JSON is None;
+    a hostile shape (too large, nested too deeply) is still a ``PayloadError``."""
     if not isinstance(params, str):
         return None
-    try:
-        decoded = decode_nested(params, "promptJson")
-    except PayloadError:
-        return None
+    decoded = decode_nested(params, field_name, lenient=True)
     return optional_str(decoded, "taskId") if isinstance(decoded, dict) else None
 
 
