@@ -159,6 +159,7 @@ async def harness(
     *,
     recorder: Recorder | None = None,
     extra_config: str = "",
+    http_sink_options: str = "",
     delivery_mode: str = "inprocess",
 ) -> AsyncIterator[Harness]:
     """Simulators + a recorder (the http sink, routed completed events only) and the
@@ -174,9 +175,16 @@ async def harness(
         options = {name: NO_POLLING for name in (*WEBHOOK_PROVIDERS, "apimart")}
         options["kie"] += f'webhook_hmac_key = "{KIE_HMAC_KEY}"\n'
         options["apiframe"] += f'account_webhook_secret = "{ACCOUNT_SECRET}"\n'
+        options["useapi"] += "max_jobs = 15\n"  # useapi's largest plan: no queueing in these tests
         config = stack_config(
-            sim_url, sink_url + "/hooks", tmp_path / "events.jsonl", provider_options=options
+            sim_url,
+            sink_url + "/hooks",
+            tmp_path / "events.jsonl",
+            provider_options=options,
+            http_sink_options=http_sink_options,
         )
+        # a SIGKILLed worker's leases run out in 2 s, not the default minute
+        config = config.replace("[delivery]\n", "[delivery]\nlease_s = 2\n", 1)
         routes = '[[routes]]\nsinks = ["http"]\nevents = ["upscale.completed"]\n'
         (tmp_path / "relay.toml").write_text(config + extra_config + routes)
         env = {
