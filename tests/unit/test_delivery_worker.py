@@ -3,6 +3,9 @@ the one store call its decision names, with the status the sink really had."""
 
 from __future__ import annotations
 
+from structlog.testing import capture_logs
+
+from handlers.sinks.base import DeliveryNote
 from receiver.circuit import CircuitState
 from receiver.decision import RetryPolicy
 from receiver.errors import DeliveryFailed
@@ -122,3 +125,27 @@ async def test_failures_open_the_circuit_and_pause_the_backlog(store: SqliteStor
     assert all(
         d.state is DeliveryState.PENDING for d in await store.list_deliveries(DeliveryFilter())
     )
+
+
+async def test_a_delivery_note_is_kept_counted_and_logged(store: SqliteStore) -> None:
+    """A sink that took the event but skipped part of it on purpose (the S3 sink's
+    refused image) ends delivered, with the note as ``last_error`` and one count in
+    ``relay_delivery_notes_total`` under its reason."""
+    note = DeliveryNote(None, "image_refused_loopback", "image not copied: loopback")
+    metrics = Metrics()
+    await enqueue(store, "archive")
+    worker = DeliveryWorker(store, {"archive": ScriptedSink("archive", note)}, POLICY, metrics)
+    with capture_logs() as logs:
+        await worker.drain(5)
+    delivery = await only(store)
+    assert (delivery.state, delivery.last_status, delivery.last_error) == (
+        DeliveryState.DELIVERED,
+        None,
+        "image not copied: loopback",
+    )
+    sample = metrics.registry.get_sample_value(
+        "relay_delivery_notes_total", {"sink": "archive", "reason": "image_refused_loopback"}
+    )
+    assert sample == 1.0
+    [line] = [entry for entry in logs if entry["event"] == "delivery.delivered"]
+    assert line["note"] == "image not copied: loopback"

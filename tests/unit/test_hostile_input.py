@@ -114,14 +114,23 @@ def test_registered_secrets_are_redacted_in_any_field() -> None:
     assert redact_text("short") == "short"  # too short to register: would redact words
 
 
-def test_a_traceback_is_redacted_too(capsys: pytest.CaptureFixture[str]) -> None:
-    from receiver.logs import configure_logging
+def test_a_traceback_is_redacted_too() -> None:
+    """``configure_logging`` redacts the rendered traceback (after ``format_exc_info``)."""
+    from receiver.logs import configure_logging, redact_rendered
 
-    configure_logging("json")
+    saved = structlog.get_config()
+    try:
+        configure_logging("json")
+        processors = structlog.get_config()["processors"]
+    finally:
+        structlog.configure(**saved)
+    assert processors.index(redact_rendered) > processors.index(
+        structlog.processors.format_exc_info
+    )
     try:
         raise RuntimeError(f"failed for /callbacks/kie/{TOKEN}")
-    except RuntimeError:
-        structlog.get_logger("t").exception("boom")
-    err = capsys.readouterr().err
-    assert "boom" in err
-    assert TOKEN not in err
+    except RuntimeError as exc:
+        rendered = structlog.processors.format_exc_info(None, "error", {"exc_info": exc})
+    out = redact_rendered(None, "error", rendered)
+    assert "RuntimeError" in out["exception"]
+    assert TOKEN not in out["exception"]
