@@ -48,7 +48,9 @@ class Runtime:
         return DeliveryWorker(
             self.store,
             self.sinks,
-            RetryPolicy(settings.retry_schedule_s, settings.retry_jitter),
+            RetryPolicy(
+                settings.retry_schedule_s, settings.retry_jitter, settings.throttle_budget_s
+            ),
             self.metrics,
             lease_s=settings.lease_s,
             grace_s=grace_s,

@@ -79,6 +79,8 @@ class Settings:
     retry_jitter: float = field(default=0.2, metadata=toml("delivery", "jitter"))
     lease_s: float = field(default=60.0, metadata=toml("delivery"))
     inline_budget_s: float = field(default=5.0, metadata=toml("delivery"))
+    #: a destination answering 429 + Retry-After spends no attempts for this long
+    throttle_budget_s: float = field(default=3600.0, metadata=toml("delivery", min=0))
     #: let sinks fetch image URLs that resolve to loopback, private … addresses
     allow_private_image_urls: bool = field(default=False, metadata=toml("relay"))
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)

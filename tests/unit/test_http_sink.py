@@ -69,3 +69,27 @@ def test_config_problems() -> None:
     problems = HttpSink.config_problems({"secret": "not base64!"})
     assert "'url' is required" in problems
     assert any("Standard Webhooks secret" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("answer", "wait_s"),
+    [
+        (
+            httpx.Response(
+                429, json={"message": "You are being rate limited.", "retry_after": 1.5}
+            ),
+            1.5,
+        ),
+        (httpx.Response(429, headers={"x-ratelimit-reset-after": "0.75"}), 0.75),
+        (httpx.Response(429, json={"retry_after": "soon"}), None),
+        (httpx.Response(429, content=b'{"retry_after": NaN}'), None),
+        (httpx.Response(503, json={"retry_after": 3}), None),
+    ],
+)
+async def test_discord_style_rate_limit_answers_name_their_wait(
+    answer: httpx.Response, wait_s: float | None
+) -> None:
+    """Without ``Retry-After``, a 429 may say when in Discord's header or body."""
+    with pytest.raises(DeliveryFailed) as caught:
+        await _sink(lambda r: answer).deliver(EVENT)
+    assert caught.value.retry_after_s == wait_s
