@@ -307,14 +307,21 @@ def require_str(obj: Mapping[str, Any], key: str, *, path: str | None = None) ->
         raise PayloadError(path or key)
     if len(value) > MAX_FIELD_CHARS:
         raise PayloadError(path or key, f"is longer than {MAX_FIELD_CHARS} characters")
+    if "\x00" in value:  # no store keys by it (PostgreSQL text refuses NUL)
+        raise PayloadError(path or key, "holds a NUL character")
     return value
 
 
 def optional_str(obj: Mapping[str, Any], *keys: str) -> str | None:
-    """The first of ``keys`` holding a non-empty string (of a sane length)."""
+    """The first of ``keys`` holding a non-empty string (of a sane length, no NUL)."""
     for key in keys:
         value = obj.get(key)
-        if isinstance(value, str) and value and len(value) <= MAX_FIELD_CHARS:
+        if (
+            isinstance(value, str)
+            and value
+            and len(value) <= MAX_FIELD_CHARS
+            and "\x00" not in value
+        ):
             return value
     return None
 

@@ -89,6 +89,7 @@ HOSTILE: list[Any] = [
     '{"taskId":' * 5_000,
     json.dumps({"taskId": _deep(3_000)}),
     "x" * 20_000,
+    "task\x00id",
     [[[[[[[[[[[]]]]]]]]]]],
     {"resultUrls": [{"resultUrl": 5}]},
     [],
@@ -213,8 +214,11 @@ def _check(
     assert update.progress is None or 0 <= update.progress <= 100
     assert isinstance(update.state, UpdateState)
     assert all(isinstance(url, str) for url in update.image_urls)
+    assert "\x00" not in update.provider_task_id
     for text in (update.parent_id, update.correlation_id, update.error_message):
         assert text is None or isinstance(text, str)
+    for key in (update.parent_id, update.correlation_id):
+        assert key is None or "\x00" not in key  # both end up in store lookups
 
 
 @pytest.mark.parametrize(("name", "parser", "base"), CASES, ids=IDS)

@@ -70,6 +70,7 @@ def refused_bodies(job: Job, rng: random.Random) -> list[tuple[str, bytes, str |
         ("huge_int", text[:-1] + f', "n": {"7" * 4400}}}'),
         ("not_object", rng.choice(["[]", '"done"', "5", "null", "[" + text + "]"])),
         ("wrong_type", _with(base, id_key, rng.choice([[], {}, True, "", None]), job.provider)),
+        ("nul_id", _with(base, id_key, job.task_id + "\x00", job.provider)),
         ("empty", b""),
     ]
     if job.provider in ("apiframe", "imaginepro"):
