@@ -18,6 +18,7 @@ from handlers.sinks import SINKS, Sink
 from receiver.decision import RetryPolicy
 from receiver.errors import RelayError
 from receiver.ingest import Ingestor
+from receiver.logs import configured_secrets, register_secrets
 from receiver.metrics import Metrics
 from receiver.poller import Poller
 from receiver.settings import Settings
@@ -62,7 +63,9 @@ class Runtime:
         cls, settings: Settings, *, migrate: bool = True, store: Store | None = None
     ) -> AsyncIterator[Runtime]:
         """Open the store (migrating it), one shared ``httpx.AsyncClient``, and every
-        configured provider and sink; build the collaborators; close it all on exit."""
+        configured provider and sink; build the collaborators; close it all on exit.
+        The configured secrets are registered for log redaction first."""
+        register_secrets(configured_secrets(settings))
         store = store or open_store(settings.database_url)
         try:
             if migrate:
