@@ -75,31 +75,35 @@ async def test_sink_down_then_up_delivers_everything_with_its_webhook_id(
         "retry_schedule_s = [0, 0.2, 0.5, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
         "circuit_failure_threshold = 5\ncircuit_probe_interval_s = 0.5\n"
     )
-    async with harness(tmp_path, recorder=recorder, http_sink_options=sink_options) as h:
-        async with (
-            relay_process(h.env, h.port, log_path=h.log_path),
-            httpx.AsyncClient(timeout=30) as client,
-        ):
-            await _submit_all(h, client, per_provider=5)
-            acked: dict[str, str] = {}
-            for job in h.jobs:
-                answer = await client.post(
-                    job.callback_url, json=job.completed_body(), headers=job.auth_headers()
-                )
-                assert answer.status_code == 200, answer.text
-                acked[job.job_id] = answer.json()["event_id"]
-            down_started = time.perf_counter()
-            # the circuit opens after 5 refusals; it keeps probing every 0.5 s
-            await wait_until(lambda: recorder.attempts >= 8, timeout=20)
-            await asyncio.sleep(1.0)
-            refused = recorder.attempts
-            down_s = time.perf_counter() - down_started
-            recorder.default = 200
-            up_started = time.perf_counter()
-            await wait_until(lambda: len(recorder.received) >= len(acked), timeout=30)
-            drained_s = time.perf_counter() - up_started
-            listed = await client.get(h.base_url + "/v1/deliveries", headers=h.api_headers)
-        states = collections.Counter(d["state"] for d in listed.json()["deliveries"])
+    async with (
+        harness(tmp_path, recorder=recorder, http_sink_options=sink_options) as h,
+        relay_process(h.env, h.port, log_path=h.log_path),
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        await _submit_all(h, client, per_provider=5)
+        acked: dict[str, str] = {}
+        for job in h.jobs:
+            answer = await client.post(
+                job.callback_url, json=job.completed_body(), headers=job.auth_headers()
+            )
+            assert answer.status_code == 200, answer.text
+            acked[job.job_id] = answer.json()["event_id"]
+        down_started = time.perf_counter()
+        # the circuit opens after 5 refusals; it keeps probing every 0.5 s
+        await wait_until(lambda: recorder.attempts >= 8, timeout=20)
+        await asyncio.sleep(1.0)
+        refused = recorder.attempts
+        down_s = time.perf_counter() - down_started
+        recorder.default = 200
+        up_started = time.perf_counter()
+        await wait_until(lambda: len(recorder.received) >= len(acked), timeout=30)
+        drained_s = time.perf_counter() - up_started
+        states: collections.Counter[str] = collections.Counter()
+        async with asyncio.timeout(10):  # the last outcomes are recorded just after
+            while states != {"delivered": len(acked)}:
+                listed = await client.get(h.base_url + "/v1/deliveries", headers=h.api_headers)
+                states = collections.Counter(d["state"] for d in listed.json()["deliveries"])
+                await asyncio.sleep(0.05)
 
     ids = _webhook_ids(recorder)
     print(
