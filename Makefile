@@ -44,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache relay.db* demo-events.jsonl
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis relay.db* demo-events.jsonl
