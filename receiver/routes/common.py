@@ -106,6 +106,12 @@ def clean_text(value: str, name: str) -> str:
     return value
 
 
+def sane_id(value: str) -> bool:
+    """Whether ``value`` could be an id the relay handed out (ids that cannot be are
+    answered 404 without asking the store: PostgreSQL refuses NUL in text)."""
+    return len(value) <= MAX_PARAM_CHARS and value.isprintable()
+
+
 def query_str(request: Request, name: str) -> str | None:
     """A text query parameter (``ref``, ``sink`` …): None when absent or blank."""
     text = request.query_params.get(name)

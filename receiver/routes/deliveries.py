@@ -18,6 +18,7 @@ from receiver.routes.common import (
     query_str,
     read_body,
     require_api_token,
+    sane_id,
     settings_of,
     sinks_of,
     store_of,
@@ -54,8 +55,8 @@ async def list_deliveries(request: Request) -> Response:
 async def retry_one(request: Request) -> Response:
     require_api_token(request)
     store = store_of(request)
-    delivery_id = clean_text(request.path_params["delivery_id"], "delivery_id")
-    if await store.get_delivery(delivery_id) is None:
+    delivery_id = request.path_params["delivery_id"]
+    if not sane_id(delivery_id) or await store.get_delivery(delivery_id) is None:
         raise NotFound("no such delivery")
     count = await store.replay(DeliveryFilter(delivery_id=delivery_id), utcnow())
     return json_response({"replayed": count}, status_code=202)

@@ -9,11 +9,11 @@ from starlette.routing import Route
 from receiver.errors import BadRequest, NotFound
 from receiver.events import JobStatus
 from receiver.routes.common import (
-    clean_text,
     json_response,
     query_int,
     query_str,
     require_api_token,
+    sane_id,
     store_of,
 )
 
@@ -21,7 +21,8 @@ from receiver.routes.common import (
 async def get_job(request: Request) -> Response:
     require_api_token(request)
     store = store_of(request)
-    job = await store.get_job(clean_text(request.path_params["job_id"], "job_id"))
+    job_id = request.path_params["job_id"]
+    job = await store.get_job(job_id) if sane_id(job_id) else None
     if job is None:
         raise NotFound("no such job")
     return json_response(job.view(await store.list_events(job.id)))
