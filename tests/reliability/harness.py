@@ -153,6 +153,7 @@ async def harness(
     extra_config: str = "",
     http_sink_options: str = "",
     delivery_mode: str = "inprocess",
+    lease_s: float = 60.0,
 ) -> AsyncIterator[Harness]:
     """Simulators + a recorder (the http sink, routed completed events only) and the
     config for ``relay serve``; start the relay with ``relay_process(h.env, h.port,
@@ -175,8 +176,7 @@ async def harness(
             provider_options=options,
             http_sink_options=http_sink_options,
         )
-        # a SIGKILLed worker's leases run out in 2 s, not the default minute
-        config = config.replace("[delivery]\n", "[delivery]\nlease_s = 2\n", 1)
+        config = config.replace("[delivery]\n", f"[delivery]\nlease_s = {lease_s}\n", 1)
         routes = '[[routes]]\nsinks = ["http"]\nevents = ["upscale.completed"]\n'
         (tmp_path / "relay.toml").write_text(config + extra_config + routes)
         env = {

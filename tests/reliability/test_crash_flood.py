@@ -42,7 +42,8 @@ async def _callback_until_answered(
 
 
 async def test_sigkill_during_a_flood_loses_no_acknowledged_event(tmp_path: Path) -> None:
-    async with harness(tmp_path) as h:
+    # a SIGKILLed worker's leases run out in 2 s, not the default minute
+    async with harness(tmp_path, lease_s=2) as h:
         acked: dict[str, str] = {}
         tries: collections.Counter[str] = collections.Counter()
         async with httpx.AsyncClient(timeout=10) as client:

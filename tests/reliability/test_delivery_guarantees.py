@@ -76,7 +76,8 @@ async def test_every_callback_five_times_at_once_is_one_event(tmp_path: Path) ->
         f" ({len(set(ids))} distinct webhook-ids)"
     )
     assert counts["events"] == len(h.jobs)
-    assert sorted(ids) == sorted({b[0]["event_id"] for b in per_job.values()})
+    # at least once: what arrived is exactly the events the answers named
+    assert set(ids) == {b[0]["event_id"] for b in per_job.values()}
 
 
 async def test_sink_down_then_up_delivers_everything_with_its_webhook_id(
