@@ -48,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/store_ingest.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache relay.db* demo-events.jsonl
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis relay.db* demo-events.jsonl

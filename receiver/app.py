@@ -14,12 +14,12 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.bootstrap import announce_generated, bootstrap, exit_on_user_error
 from receiver.errors import ConfigError, RelayError
-from receiver.logs import RequestLogMiddleware
+from receiver.logs import RequestLogMiddleware, configured_secrets, register_secrets
 from receiver.routes import callbacks, deliveries, docs, health, jobs, ui, upscales
 from receiver.runtime import Runtime
 from receiver.settings import DeliveryMode, Settings
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             settings = bootstrap()
         announce_generated(settings)
     resolved = settings
+    register_secrets(configured_secrets(resolved))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         ],
         middleware=[Middleware(RequestLogMiddleware)],
         exception_handlers={
+            ClientDisconnect: _client_gone,
             RelayError: _relay_error,
             HTTPException: _http_error,
             Exception: _unexpected_error,
@@ -100,6 +102,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.settings = resolved
     return app
+
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client closed the connection before its body arrived: nobody is left to
+    answer. The request log line (status 499) is the only trace: no traceback, no 5xx."""
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 async def _relay_error(request: Request, exc: Exception) -> Response:

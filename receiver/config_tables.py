@@ -14,7 +14,8 @@ from receiver.config_file import check_keys, did_you_mean, read_fields
 from receiver.routing import Route
 
 #: fields of the config dataclasses that are not keys of their table
-_NOT_KEYS = frozenset({"name", "options"})
+#: ``allow_private_image_urls`` is ``[relay]``'s, handed to every sink
+_NOT_KEYS = frozenset({"name", "options", "allow_private_image_urls"})
 
 
 def common_keys(cls: type) -> dict[str, str]:

@@ -15,9 +15,12 @@ from enum import StrEnum
 
 from receiver.errors import DeliveryFailed
 from receiver.events import DeliveryState
-from receiver.retry import Verdict, classify_status, next_attempt_at
+from receiver.retry import MAX_RETRY_AFTER_S, Verdict, classify_status, next_attempt_at
 
 THROTTLE_WAIT_S = 0.25  # a throttled sink that named no wait is asked again this soon
+#: ``[delivery] throttle_budget_s``: how long a destination may keep answering 429 before
+#: its rate-limit answers start using up attempts of the retry schedule
+DEFAULT_THROTTLE_BUDGET_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,9 @@ class AttemptResult:
     permanent: bool | None = None
     retry_after_s: float | None = None
     throttled: bool = False
+    #: a delivered attempt that skipped part of the work on purpose (``DeliveryNote``)
+    note: str | None = None
+    note_reason: str | None = None
 
     @classmethod
     def failed(
@@ -49,6 +55,17 @@ class AttemptResult:
             permanent=failure.permanent,
             retry_after_s=failure.retry_after_s,
             throttled=failure.throttled,
+        )
+
+    @property
+    def rate_limited(self) -> bool:
+        """The destination said "slow down": a 429 (Slack's and Discord's rate-limit
+        answers included) naming when to come back (``Retry-After``)."""
+        return (
+            not self.ok
+            and not self.throttled
+            and self.status == 429
+            and self.retry_after_s is not None
         )
 
     @property
@@ -82,6 +99,8 @@ class Decision:
     at: datetime | None = None
     status: int | None = None
     error: str | None = None
+    #: released because the destination rate-limited us (not by the sink's own pacing)
+    rate_limited: bool = False
 
     @property
     def state(self) -> DeliveryState:
@@ -103,8 +122,9 @@ class Decision:
         return self.state is DeliveryState.PENDING
 
     @classmethod
-    def delivered(cls, status: int | None) -> Decision:
-        return cls(Disposition.DELIVERED, status=status)
+    def delivered(cls, status: int | None, note: str | None = None) -> Decision:
+        """Done; ``note`` (what the sink skipped on purpose) is kept as ``last_error``."""
+        return cls(Disposition.DELIVERED, status=status, error=note)
 
     @classmethod
     def dead(cls, status: int | None, error: str) -> Decision:
@@ -113,6 +133,12 @@ class Decision:
     @classmethod
     def released(cls, at: datetime) -> Decision:
         return cls(Disposition.RELEASED, at=at)
+
+    @classmethod
+    def rate_limited_until(cls, at: datetime, status: int | None, error: str) -> Decision:
+        """Back in the queue at ``at`` (the destination's ``Retry-After``), no attempt
+        used: throttling is not failure."""
+        return cls(Disposition.RELEASED, at=at, status=status, error=error, rate_limited=True)
 
     @classmethod
     def retry(cls, at: datetime, status: int | None, error: str) -> Decision:
@@ -127,17 +153,30 @@ def decide(
     now: datetime,
     jitter: float = 0.2,
     rng: random.Random | None = None,
+    throttled_for_s: float = 0.0,
+    throttle_budget_s: float = DEFAULT_THROTTLE_BUDGET_S,
 ) -> Decision:
     """The ``Decision`` for ``result`` of a delivery that had ``attempts_made`` attempts
-    before this one: delivered; released (throttled: no attempt used); retry at the
-    schedule's next time (never before the sink's ``Retry-After``); or dead when the
-    failure is permanent or the schedule is used up."""
+    before this one: delivered; released (throttled by the sink's own pacing, or
+    rate-limited by the destination: no attempt used); retry at the schedule's next
+    time (never before the sink's ``Retry-After``); or dead when the failure is
+    permanent or the schedule is used up.
+
+    A rate-limit answer (``result.rate_limited``) reschedules at its ``Retry-After``
+    without using an attempt while the destination has been throttling for at most
+    ``throttle_budget_s`` (``throttled_for_s``, measured by the caller from the first
+    rate-limit answer since the destination last answered anything else); past the
+    budget it is a failure like any other and spends attempts."""
     if result.ok:
-        return Decision.delivered(result.status)
+        return Decision.delivered(result.status, result.note)
     if result.throttled:
         wait_s = result.retry_after_s or THROTTLE_WAIT_S
         return Decision.released(now + timedelta(seconds=wait_s))
     error = result.error or "delivery failed"
+    if result.rate_limited and throttled_for_s <= throttle_budget_s:
+        assert result.retry_after_s is not None
+        wait_s = min(max(result.retry_after_s, THROTTLE_WAIT_S), MAX_RETRY_AFTER_S)
+        return Decision.rate_limited_until(now + timedelta(seconds=wait_s), result.status, error)
     if result.verdict is Verdict.DEAD:
         return Decision.dead(result.status, error)
     when = next_attempt_at(
@@ -155,11 +194,12 @@ def decide(
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """The relay-wide retry schedule and jitter (``[delivery]``); a sink's own
-    ``retry_schedule_s`` replaces the schedule for that sink."""
+    """The relay-wide retry schedule, jitter and throttle budget (``[delivery]``); a
+    sink's own ``retry_schedule_s`` replaces the schedule for that sink."""
 
     schedule_s: tuple[float, ...]
     jitter: float = 0.2
+    throttle_budget_s: float = DEFAULT_THROTTLE_BUDGET_S
 
     def schedule_for(self, sink_schedule_s: Sequence[float] | None) -> Sequence[float]:
         return sink_schedule_s or self.schedule_s

@@ -11,26 +11,105 @@ import os
 import re
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+if TYPE_CHECKING:
+    from receiver.settings import Settings
+
 _SECRET_KEYS = re.compile(
     r"(secret|token|password|authorization|api_key|apikey|signature|credential)", re.I
 )
-_CALLBACK_PATH = re.compile(r"(/callbacks/[^/]+/)[^/?#]+")
 REDACTED = "[redacted]"
+#: everything after ``/callbacks/{provider}/`` is a credential, at any depth
+_CALLBACK_PATH = re.compile(r"(/callbacks/[^/?#\s\"']+/)[^?#\s\"']+")
+#: shapes of credentials wherever they appear in a text
+_SHAPES = (
+    # itsdangerous tokens (and JWTs): base64url segments joined by dots
+    re.compile(r"\.?e[yJ][A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{16,}"),
+    # Standard Webhooks / Svix secrets
+    re.compile(r"whsec_[A-Za-z0-9+/=_-]+"),
+    # Slack incoming-webhook paths
+    re.compile(r"(?<=hooks\.slack\.com/services/)[^\s\"'?#]+"),
+)
+_BEARER = re.compile(r"(?i)(\b(?:bearer|basic)\s+)[^\s\"',;]+")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&;][^=&\s\"'#]*(?:secret|token|key|sig|signature|password|auth)[^=&\s\"'#]*=)"
+    r"[^&\s\"'#]*"
+)
+_registered: tuple[str, ...] = ()
+MIN_SECRET_CHARS = 6
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Add configured secret values (keys, API tokens, HMAC keys, sink secrets) that
+    must never appear in a log line, whatever field or text they turn up in."""
+    global _registered
+    found = {v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_CHARS}
+    _registered = tuple(sorted(set(_registered) | found, key=len, reverse=True))
+
+
+def configured_secrets(settings: Settings) -> list[str]:
+    """Every secret value in ``settings``: signing keys, the API token, provider keys
+    and secret-named options, sink secrets and URLs that are credentials themselves
+    (Slack webhooks), and the database password."""
+    found: list[str | None] = [*settings.secret_keys, settings.api_token]
+    found.append(urlsplit(settings.database_url).password)
+    for provider in settings.providers.values():
+        found.append(provider.api_key)
+        found.extend(_secret_options(provider.options))
+    for sink in settings.sinks.values():
+        found.extend(_secret_options(sink.options))
+        if sink.type == "slack":
+            found.append(str(sink.options.get("url") or sink.options.get("webhook_url") or ""))
+    return [value for value in found if value]
+
+
+def _secret_options(options: Mapping[str, Any]) -> list[str]:
+    values: list[str] = []
+    for key, value in options.items():
+        if _SECRET_KEYS.search(key) or key.endswith(("_key", "_secret")):
+            items = value if isinstance(value, list) else [value]
+            values.extend(str(item) for item in items if isinstance(item, str))
+    return values
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every credential-shaped part replaced: callback tokens at any
+    depth of a ``/callbacks/`` path, signed tokens, ``whsec_`` secrets, Bearer values,
+    secret-named query parameters and the registered secret values."""
+    for value in _registered:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    text = _CALLBACK_PATH.sub(r"\1" + REDACTED, text)
+    for shape in _SHAPES:
+        text = shape.sub(REDACTED, text)
+    text = _BEARER.sub(r"\1" + REDACTED, text)
+    return _SECRET_QUERY.sub(r"\1" + REDACTED, text)
 
 
 def redact_path(path: str) -> str:
-    """A callback path with its token replaced (the token is a credential)."""
-    if "/callbacks/" not in path:
-        return path
-    return _CALLBACK_PATH.sub(r"\1" + REDACTED, path)
+    """A request path with its credentials replaced (see ``redact_text``)."""
+    return redact_text(path)
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if depth < 3 and isinstance(value, list | tuple):
+        return [_redact_value(item, depth + 1) for item in value]
+    if depth < 3 and isinstance(value, dict):
+        return {
+            k: REDACTED if _SECRET_KEYS.search(str(k)) else _redact_value(v, depth + 1)
+            for k, v in value.items()
+        }
+    return value
 
 
 @functools.lru_cache(maxsize=1024)
@@ -42,12 +121,24 @@ def _is_secret_key(key: str) -> bool:
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: blank every field whose name says it holds a secret."""
+    """structlog processor: blank every field whose name says it holds a secret and
+    redact credential shapes in every other value (the event message included)."""
     for key in list(event_dict):
-        if _is_secret_key(key) and event_dict[key] is not None:
+        value = event_dict[key]
+        if _is_secret_key(key) and value is not None:
             event_dict[key] = REDACTED
-        elif key == "path" and isinstance(event_dict[key], str):
-            event_dict[key] = redact_path(event_dict[key])
+        else:
+            event_dict[key] = _redact_value(value)
+    return event_dict
+
+
+def redact_rendered(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor after ``format_exc_info``: a traceback text is redacted too."""
+    exception = event_dict.get("exception")
+    if isinstance(exception, str):
+        event_dict["exception"] = redact_text(exception)
     return event_dict
 
 
@@ -83,7 +174,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> str:
         redact_secrets,
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, redact_rendered, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         # write() + flush per line (cheaper than print); loggers are resolved once
         logger_factory=structlog.WriteLoggerFactory(sys.stderr),
@@ -96,6 +187,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> str:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                redact_rendered,
                 renderer,
             ],
         )

@@ -32,6 +32,13 @@ class Metrics:
             ["sink", "outcome"],
             registry=self.registry,
         )
+        self.delivery_notes = Counter(
+            "relay_delivery_notes_total",
+            "Delivered attempts that skipped part of the work on purpose, by sink and reason"
+            " (image_refused_loopback … : an image URL the SSRF guard refused)",
+            ["sink", "reason"],
+            registry=self.registry,
+        )
         self.delivery_seconds = Histogram(
             "relay_delivery_seconds",
             "Time one delivery attempt took",

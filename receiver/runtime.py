@@ -18,6 +18,7 @@ from handlers.sinks.client import AiohttpClient
 from receiver.decision import RetryPolicy
 from receiver.errors import RelayError
 from receiver.ingest import Ingestor
+from receiver.logs import configured_secrets, register_secrets
 from receiver.metrics import Metrics
 from receiver.poller import Poller
 from receiver.settings import Settings
@@ -48,7 +49,9 @@ class Runtime:
         return DeliveryWorker(
             self.store,
             self.sinks,
-            RetryPolicy(settings.retry_schedule_s, settings.retry_jitter),
+            RetryPolicy(
+                settings.retry_schedule_s, settings.retry_jitter, settings.throttle_budget_s
+            ),
             self.metrics,
             lease_s=settings.lease_s,
             grace_s=grace_s,
@@ -61,7 +64,9 @@ class Runtime:
     ) -> AsyncIterator[Runtime]:
         """Open the store (migrating it), the shared HTTP clients (httpx for providers,
         aiohttp for the delivery path), every configured provider and sink; build the
-        collaborators; close it all on exit."""
+        collaborators; close it all on exit. The configured secrets are registered for
+        log redaction first."""
+        register_secrets(configured_secrets(settings))
         store = store or open_store(settings.database_url)
         try:
             if migrate:

@@ -79,6 +79,10 @@ class Settings:
     retry_jitter: float = field(default=0.2, metadata=toml("delivery", "jitter"))
     lease_s: float = field(default=60.0, metadata=toml("delivery"))
     inline_budget_s: float = field(default=5.0, metadata=toml("delivery"))
+    #: a destination answering 429 + Retry-After spends no attempts for this long
+    throttle_budget_s: float = field(default=3600.0, metadata=toml("delivery", min=0))
+    #: let sinks fetch image URLs that resolve to loopback, private … addresses
+    allow_private_image_urls: bool = field(default=False, metadata=toml("relay"))
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     sinks: Mapping[str, SinkConfig] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
@@ -279,7 +283,11 @@ def _build(
 
     from receiver.config_tables import providers, routes, sinks
 
-    sink_configs = sinks(table_at("", raw, "sinks", problems), problems)
+    allow_private = values.get("allow_private_image_urls", False)
+    sink_configs = {
+        name: dataclasses.replace(config, allow_private_image_urls=allow_private)
+        for name, config in sinks(table_at("", raw, "sinks", problems), problems).items()
+    }
     return Settings(
         database_url=database_url,
         public_url=public_url,

@@ -13,11 +13,12 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
 from handlers.sinks import Sink
+from handlers.sinks.base import DeliveryNote
 from receiver.batching import Batcher
 from receiver.circuit import Circuit, CircuitState
 from receiver.decision import AttemptResult, Decision, Disposition, RetryPolicy, decide
@@ -78,6 +79,10 @@ class DeliveryWorker:
         }
         self._in_flight: set[asyncio.Task[None]] = set()
         self._outcomes: Batcher[DeliveryOutcome] = Batcher(store.record_outcomes)
+        #: per sink: since when (monotonic) it keeps answering "rate limited", and until
+        #: when nothing more is sent to it (its ``Retry-After``)
+        self._throttled_since: dict[str, float] = {}
+        self._paused_until: dict[str, float] = {}
 
     async def run(self) -> None:
         """Deliver forever; wakes at once when new deliveries are committed."""
@@ -124,6 +129,7 @@ class DeliveryWorker:
         for circuit in self.circuits.values():
             circuit.refresh()
         not_ok = [n for n, c in self.circuits.items() if c.state is not CircuitState.OK]
+        not_ok += [n for n in self._paused_until if self._pause_left_s(n) > 0 and n not in not_ok]
         lease_ends = self._clock() + self.lease_s  # no later than the store's lease_until
         due = await self._claim(room, exclude_sinks=not_ok)
         for name, circuit in self.circuits.items():
@@ -217,6 +223,12 @@ class DeliveryWorker:
                 # claimed before the circuit opened: put it back untried
                 await self._record(delivery.id, Decision.released(utcnow()))
                 return
+            pause_s = self._pause_left_s(delivery.sink)
+            if pause_s > 0:
+                # claimed before the destination asked for a pause: back untried, at its end
+                at = utcnow() + timedelta(seconds=pause_s)
+                await self._record(delivery.id, Decision.released(at))
+                return
             result = await self._attempt(sink, item.event, bound)
         self.metrics.delivery_seconds.labels(delivery.sink).observe(result.duration_s)
         now = utcnow()
@@ -226,10 +238,31 @@ class DeliveryWorker:
             schedule_s=self.policy.schedule_for(sink.config.retry_schedule_s),
             now=now,
             jitter=self.policy.jitter,
+            throttled_for_s=self._note_throttling(delivery.sink, result),
+            throttle_budget_s=self.policy.throttle_budget_s,
         )
         _update_circuit(circuit, result)
         await self._record(delivery.id, decision, now)
         self._report(delivery.sink, result, decision, now, circuit, bound)
+
+    def _pause_left_s(self, sink: str) -> float:
+        return self._paused_until.get(sink, 0.0) - self._clock()
+
+    def _note_throttling(self, sink: str, result: AttemptResult) -> float:
+        """Track the destination's rate limiting; return for how long it has lasted.
+
+        A rate-limit answer pauses the sink until its ``Retry-After`` (deliveries claimed
+        meanwhile go back untried) and starts the throttle clock if it is not running;
+        any other answer from the destination stops the clock."""
+        now = self._clock()
+        if result.rate_limited:
+            assert result.retry_after_s is not None
+            until = now + result.retry_after_s
+            self._paused_until[sink] = max(self._paused_until.get(sink, 0.0), until)
+            return now - self._throttled_since.setdefault(sink, now)
+        if not result.throttled:
+            self._throttled_since.pop(sink, None)
+        return 0.0
 
     async def _attempt(
         self, sink: Sink, event: Event, bound: structlog.BoundLogger
@@ -238,7 +271,7 @@ class DeliveryWorker:
         started_at = utcnow()
         started = time.perf_counter()
         try:
-            status = await sink.deliver(event)
+            answer = await sink.deliver(event)
         except DeliveryFailed as exc:
             failure = exc
         except Exception as exc:  # a sink bug must not kill the worker
@@ -246,8 +279,17 @@ class DeliveryWorker:
             failure = DeliveryFailed(f"sink error: {type(exc).__name__}")
         else:
             duration_s = time.perf_counter() - started
+            if isinstance(answer, DeliveryNote):
+                return AttemptResult(
+                    ok=True,
+                    started_at=started_at,
+                    duration_s=duration_s,
+                    status=answer.status,
+                    note=answer.message,
+                    note_reason=answer.reason,
+                )
             return AttemptResult(
-                ok=True, started_at=started_at, duration_s=duration_s, status=status
+                ok=True, started_at=started_at, duration_s=duration_s, status=answer
             )
         duration_s = time.perf_counter() - started
         return AttemptResult.failed(failure, started_at=started_at, duration_s=duration_s)
@@ -270,16 +312,27 @@ class DeliveryWorker:
     ) -> None:
         """One metric and one log line per attempt."""
         disposition = decision.disposition
-        if disposition is Disposition.RELEASED:  # throttled by the sink itself: no attempt
+        if disposition is Disposition.RELEASED:  # throttled: no attempt used
             retry_in_s = (decision.at - now).total_seconds() if decision.at else 0.0
-            bound.debug("delivery.throttled", retry_in_s=round(retry_in_s, 3))
+            if decision.rate_limited:  # by the destination (429 + Retry-After)
+                self.metrics.deliveries.labels(sink, "rate_limited").inc()
+                bound.info(
+                    "delivery.rate_limited",
+                    status=decision.status,
+                    retry_in_s=round(retry_in_s, 3),
+                )
+            else:  # by the sink's own pacing: nothing was sent
+                bound.debug("delivery.throttled", retry_in_s=round(retry_in_s, 3))
             return
         self.metrics.deliveries.labels(sink, disposition.value).inc()
         if disposition is Disposition.DELIVERED:
+            if result.note_reason is not None:
+                self.metrics.delivery_notes.labels(sink, result.note_reason).inc()
             bound.info(
                 "delivery.delivered",
                 status=result.status,
                 duration_ms=round(result.duration_s * 1000, 2),
+                **({"note": result.note} if result.note else {}),
             )
         elif disposition is Disposition.RETRY:
             assert decision.at is not None

@@ -18,6 +18,7 @@ from receiver.errors import (
     ProviderUnavailable,
 )
 from receiver.events import CallbackMode, ErrorCode, ProviderUpdate
+from receiver.jsonbody import loads_strict
 
 if TYPE_CHECKING:
     import httpx  # a provider gets the client; importing it costs a cold start
@@ -189,7 +190,7 @@ def retry_after_s(response: httpx.Response, default: int = 30) -> int:
 def error_text(response: httpx.Response) -> str:
     """A short human text out of a provider's error body (never echoes headers)."""
     try:
-        body = response.json()
+        body = loads_strict(response.content)
     except ValueError:
         return response.text[:200] or response.reason_phrase
     if isinstance(body, dict):
@@ -249,7 +250,7 @@ def raise_for_status(
 def json_object(response: httpx.Response, provider: str) -> dict[str, Any]:
     """The response body as a JSON object, or ``ProviderUnavailable``."""
     try:
-        body = response.json()
+        body = loads_strict(response.content)
     except ValueError as exc:
         raise ProviderUnavailable(
             f"{provider} answered with a body that is not JSON",
@@ -268,7 +269,7 @@ def json_object(response: httpx.Response, provider: str) -> dict[str, Any]:
 def json_or_empty(response: httpx.Response) -> dict[str, Any]:
     """The body as a JSON object, or ``{}`` when it is not one (for reading error bodies)."""
     try:
-        body = response.json()
+        body = loads_strict(response.content)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
@@ -285,6 +286,10 @@ def body_error_code(body: Mapping[str, Any]) -> int | None:
     return None
 
 
+#: longer than any id or URL a provider sends (signed URLs included)
+MAX_FIELD_CHARS = 8192
+
+
 def require_object(payload: Any, field_name: str = "body") -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise PayloadError(field_name, "must be a JSON object")
@@ -292,43 +297,70 @@ def require_object(payload: Any, field_name: str = "body") -> dict[str, Any]:
 
 
 def require_str(obj: Mapping[str, Any], key: str, *, path: str | None = None) -> str:
-    """A non-empty string (numbers are accepted and stringified) or ``PayloadError``."""
+    """A non-empty string, or an exact integer (stringified), or ``PayloadError``.
+
+    Never a float: ``1e-400`` or ``1.2e29`` would become an id the provider never sent.
+    """
     value = obj.get(key)
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
+    elif isinstance(value, float):
+        raise PayloadError(path or key, "must be a string or an integer, not a float")
     if not isinstance(value, str) or not value:
         raise PayloadError(path or key)
+    if len(value) > MAX_FIELD_CHARS:
+        raise PayloadError(path or key, f"is longer than {MAX_FIELD_CHARS} characters")
+    if "\x00" in value:  # no store keys by it (PostgreSQL text refuses NUL)
+        raise PayloadError(path or key, "holds a NUL character")
     return value
 
 
 def optional_str(obj: Mapping[str, Any], *keys: str) -> str | None:
-    """The first of ``keys`` holding a non-empty string."""
+    """The first of ``keys`` holding a non-empty string (of a sane length, no NUL)."""
     for key in keys:
         value = obj.get(key)
-        if isinstance(value, str) and value:
+        if (
+            isinstance(value, str)
+            and value
+            and len(value) <= MAX_FIELD_CHARS
+            and "\x00" not in value
+        ):
             return value
     return None
 
 
+_PERCENT_CHARS = 32
+
+
 def parse_progress(value: Any, field_name: str = "progress") -> int | None:
-    """0-100 from ``80``, ``80.0``, ``"80"`` or ``"80%"``; None when absent or blank."""
+    """0-100 from ``80``, ``80.0``, ``"80"`` or ``"80%"``; None when absent or blank.
+    Anything else (a bool, ``"lots"``, ``-1``, ``101``, a 310-digit integer, a
+    non-finite number) is a ``PayloadError``."""
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise PayloadError(field_name, "must be a number")
+    if isinstance(value, int):
+        if not 0 <= value <= 100:
+            raise PayloadError(field_name, "must be between 0 and 100")
+        return value
     if isinstance(value, str):
-        text = value.strip().rstrip("%").strip()
+        text = value.strip().removesuffix("%").strip()
+        if not text:
+            return None
+        if len(text) > _PERCENT_CHARS:
+            raise PayloadError(field_name, "must be a number or a percentage")
         try:
             number = float(text)
         except ValueError as exc:
             raise PayloadError(field_name, "must be a number or a percentage") from exc
-    elif isinstance(value, int | float):
-        number = float(value)
+    elif isinstance(value, float):
+        number = value
     else:
         raise PayloadError(field_name, "must be a number or a percentage")
-    if not math.isfinite(number):
-        raise PayloadError(field_name, "must be a finite number")
-    return max(0, min(100, round(number)))
+    if not math.isfinite(number) or not 0 <= number <= 100:
+        raise PayloadError(field_name, "must be between 0 and 100")
+    return round(number)
 
 
 def string_list(value: Any, field_name: str) -> tuple[str, ...]:

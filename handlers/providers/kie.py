@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -52,7 +51,7 @@ from receiver.errors import (
     UnsupportedAction,
 )
 from receiver.events import CallbackMode, ProviderUpdate, UpdateState
-from receiver.jsonbody import decode_json
+from receiver.jsonbody import decode_json, decode_nested
 
 if TYPE_CHECKING:
     import httpx  # a provider gets the client; importing it costs a cold start
@@ -245,9 +244,9 @@ def parse_callback(payload: Any) -> ProviderUpdate:
         raise PayloadError("data", "must be a JSON object")
     task_id = callback_task_id(body)
     code = body.get("code")
-    if not isinstance(code, int) or isinstance(code, bool):
-        raise PayloadError("code", "must be an integer")
-    parent_id = _parent_id(data.get("promptJson"))
+    if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code <= 999:
+        raise PayloadError("code", "must be an integer status code")
+    parent_id = _parent_id(data.get("promptJson"), "data.promptJson")
     if code == 200:
         urls = result_urls(data.get("resultUrls"), "data.resultUrls")
         return _completed(task_id, urls, parent_id)
@@ -261,9 +260,9 @@ def parse_record_info(payload: Any) -> ProviderUpdate:
     data = require_object(require_object(payload).get("data"), "data")
     task_id = require_str(data, "taskId", path="data.taskId")
     flag = data.get("successFlag")
-    if isinstance(flag, bool) or flag not in (0, 1, 2, 3):
+    if not isinstance(flag, int) or isinstance(flag, bool) or flag not in (0, 1, 2, 3):
         raise PayloadError("data.successFlag", "must be 0, 1, 2 or 3")
-    parent_id = _parent_id(data.get("paramJson"))
+    parent_id = _parent_id(data.get("paramJson"), "data.paramJson")
     if flag == 0:
         return ProviderUpdate(
             provider_task_id=task_id, state=UpdateState.PROGRESS, parent_id=parent_id
@@ -271,14 +270,11 @@ def parse_record_info(payload: Any) -> ProviderUpdate:
     if flag == 1:
         info = data.get("resultInfoJson")
         if isinstance(info, str):
-            try:
-                info = json.loads(info)
-            except ValueError as exc:
-                raise PayloadError("data.resultInfoJson", "is not valid JSON") from exc
+            info = decode_nested(info, "data.resultInfoJson")
         info = require_object(info, "data.resultInfoJson")
         urls = result_urls(info.get("resultUrls"), "data.resultInfoJson.resultUrls")
         return _completed(task_id, urls, parent_id)
-    error_code = data.get("errorCode")
+    error_code = _short_code(data.get("errorCode"))
     message = optional_str(data, "errorMessage") or (
         f"kie reported error code {error_code}"
         if error_code is not None
@@ -323,13 +319,21 @@ def result_urls(value: Any, field_name: str) -> tuple[str, ...]:
     return tuple(urls)
 
 
-def _parent_id(params: Any) -> str | None:
+def _parent_id(params: Any, field_name: str) -> str | None:
     """The parent ``taskId`` out of ``promptJson``/``paramJson`` (a JSON string of the
-    request), when it is there; this is context only, so anything else is None."""
+    request), when it is there. This is context only, so text that is not JSON is None;
+    a hostile shape (too large, nested too deeply) is still a ``PayloadError``."""
     if not isinstance(params, str):
         return None
-    try:
-        decoded = json.loads(params)
-    except ValueError:
-        return None
+    decoded = decode_nested(params, field_name, lenient=True)
     return optional_str(decoded, "taskId") if isinstance(decoded, dict) else None
+
+
+def _short_code(value: Any) -> str | int | None:
+    """Kie's ``errorCode`` when it is a short string or a sane integer, for the
+    failure message; anything else is dropped."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**12:
+        return value
+    if isinstance(value, str) and 0 < len(value) <= 64:
+        return value
+    return None

@@ -19,7 +19,6 @@ progress percentage only exists inside the Discord ``content`` text; images are 
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Mapping
@@ -51,6 +50,7 @@ from receiver.errors import (
     UnsupportedAction,
 )
 from receiver.events import CallbackMode, ErrorCode, ProviderUpdate, UpdateState
+from receiver.jsonbody import decode_nested
 
 if TYPE_CHECKING:
     import httpx  # a provider gets the client; importing it costs a cold start
@@ -208,8 +208,8 @@ def _retry_after(response: httpx.Response) -> int:
         return retry_after_s(response, default=fallback)
     details = optional_str(json_or_empty(response), "errorDetails")
     try:
-        discord = json.loads(details) if details else None
-    except ValueError:
+        discord = decode_nested(details, "errorDetails") if details else None
+    except PayloadError:
         discord = None
     wait = discord.get("retry_after") if isinstance(discord, dict) else None
     if isinstance(wait, int | float) and not isinstance(wait, bool):

@@ -23,6 +23,21 @@ class SinkConfig:
     max_concurrency: int = field(default=8, metadata={"min": 1})
     circuit_failure_threshold: int = field(default=10, metadata={"min": 1})
     circuit_probe_interval_s: float = 30.0
+    #: ``[relay] allow_private_image_urls``: fetch image URLs that resolve to loopback,
+    #: private … addresses (off: such fetches are refused, see ``safe_fetch``)
+    allow_private_image_urls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryNote:
+    """What a sink that *did* take an event wants on the attempt's record: the status
+    the destination answered, and that part of the work was skipped on purpose
+    (``reason``, a short label for metrics; ``message`` for the delivery's
+    ``last_error`` and the log line)."""
+
+    status: int | None
+    reason: str
+    message: str
 
 
 class Sink(Protocol):
@@ -36,7 +51,8 @@ class Sink(Protocol):
         status = await sink.deliver(event)
 
     ``deliver(event)`` returns when the destination has durably accepted the event, with
-    the HTTP status it answered (None where there is none: a file, an SDK call), and
+    the HTTP status it answered (None where there is none: a file, an SDK call) — or a
+    ``DeliveryNote`` (status included) when it skipped part of the work on purpose — and
     raises ``DeliveryFailed`` otherwise: with the destination's HTTP ``status`` when it
     answered, ``retry_after_s`` when it asked for a pause, and ``permanent=True`` for an
     answer that no retry can fix (the retry policy classifies the rest by status). It
@@ -58,7 +74,7 @@ class Sink(Protocol):
 
     def __init__(self, config: SinkConfig, client: HttpClient) -> None: ...
 
-    async def deliver(self, event: Event) -> int | None: ...
+    async def deliver(self, event: Event) -> int | DeliveryNote | None: ...
 
     @classmethod
     def config_problems(cls, options: Mapping[str, Any]) -> list[str]: ...

@@ -7,11 +7,12 @@ from typing import Any, ClassVar
 
 from standardwebhooks.webhooks import Webhook
 
-from handlers.retry_after import retry_after
+from handlers.retry_after import parse_retry_after, retry_after
 from handlers.sinks.base import SinkConfig, required_options
-from handlers.sinks.client import HttpClient, TransportError
+from handlers.sinks.client import Answer, HttpClient, TransportError
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, utcnow
+from receiver.jsonbody import loads_strict
 
 
 def _secrets(options: Mapping[str, Any]) -> list[str]:
@@ -19,6 +20,25 @@ def _secrets(options: Mapping[str, Any]) -> list[str]:
     if value is None or value == "":
         return []
     return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def rate_limit_wait_s(response: Answer) -> float | None:
+    """How long the destination asked us to wait: ``Retry-After``, else (on a 429)
+    Discord's ``X-RateLimit-Reset-After`` header or ``retry_after`` body field."""
+    wait = retry_after(response)
+    if wait is not None or response.status != 429:
+        return wait
+    wait = parse_retry_after(response.headers.get("x-ratelimit-reset-after"))
+    if wait is not None:
+        return wait
+    try:
+        body = loads_strict(response.body) if len(response.body) <= 4096 else None
+    except ValueError:
+        return None
+    value = body.get("retry_after") if isinstance(body, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return parse_retry_after(str(value))
+    return None
 
 
 class HttpSink:
@@ -82,7 +102,7 @@ class HttpSink:
         raise DeliveryFailed(
             f"HTTP {answer.status}: {answer.text[:200]}",
             status=answer.status,
-            retry_after_s=retry_after(answer),
+            retry_after_s=rate_limit_wait_s(answer),
         )
 
     async def aclose(self) -> None:

@@ -15,16 +15,28 @@ import threading
 import time
 from collections.abc import Callable
 
+#: each rate-limit answer widens the send interval by this much (up to ``MAX_SLOWDOWN``):
+#: a sender pacing at exactly the destination's limit keeps meeting its refill edge
+SLOWDOWN = 1.05
+MAX_SLOWDOWN = 1.25
+
 
 class TokenBucket:
     """``rate_per_s`` sends per second after an initial ``burst`` (the GCRA form of a
-    token bucket: ``_tat`` is when the bucket would be full again)."""
+    token bucket: ``_tat`` is when the bucket would be full again).
+
+    A destination that answers "rate limited" ``pause``s the bucket: the schedule
+    restarts after the pause (``generation`` changes, so a sender that reserved a slot
+    before it reserves again), with no burst from then on and a slightly longer
+    interval: the bucket learns the destination's real limit."""
 
     def __init__(
         self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.interval_s = 1.0 / rate_per_s
+        self.interval_s = self._base_interval_s = 1.0 / rate_per_s
         self.tolerance_s = (max(1, burst) - 1) * self.interval_s
+        self.generation = 0
+        self._pause_end = 0.0
         self._clock = clock
         self._tat = clock()
         self._lock = threading.Lock()
@@ -47,10 +59,15 @@ class TokenBucket:
             return max(0.0, self._tat - self.tolerance_s - self._clock())
 
     def pause(self, seconds: float) -> None:
-        """The destination asked for a pause: no send before ``seconds`` from now, and
-        no burst right after it either (resume at the steady rate)."""
+        """The destination asked for a pause: no send before ``seconds`` from now, then
+        the steady rate (no burst), a little slower than before. Slots reserved before
+        the pause are void (see ``generation``)."""
         with self._lock:
-            self._tat = max(self._tat, self._clock() + seconds + self.tolerance_s)
+            self.generation += 1
+            self.tolerance_s = 0.0
+            self.interval_s = min(self.interval_s * SLOWDOWN, self._base_interval_s * MAX_SLOWDOWN)
+            # a shorter pause asked later never ends a longer one early
+            self._pause_end = self._tat = max(self._clock() + seconds, self._pause_end)
 
 
 _BUCKETS: dict[str, TokenBucket] = {}

@@ -2,7 +2,10 @@
 
 Options: ``bucket`` (required), ``prefix`` (default ""), ``region`` (default
 us-east-1), ``endpoint_url`` (MinIO, R2, a local S3 API; path-style addressing),
-``copy_images`` (default false), and optionally ``aws_access_key_id`` /
+``copy_images`` (default false; image URLs come from providers, so the fetch goes
+through the SSRF guard of ``safe_fetch`` unless ``[relay] allow_private_image_urls``
+is true: a refused image is skipped, the event JSON still archived, and the reason
+noted on the attempt), and optionally ``aws_access_key_id`` /
 ``aws_secret_access_key`` / ``aws_session_token``; without them the standard AWS
 chain (environment, profile, instance role …) applies. aiobotocore is imported
 lazily: the relay runs without it unless an S3 sink is configured.
@@ -25,9 +28,13 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from handlers.retry_after import retry_after
-from handlers.sinks.base import SinkConfig, required_options
-from handlers.sinks.client import HttpClient, Streamed, TransportError
+import httpx
+import structlog
+
+from handlers.retry_after import Answered, retry_after
+from handlers.sinks.base import DeliveryNote, SinkConfig, required_options
+from handlers.sinks.client import HttpClient, TransportError
+from handlers.sinks.safe_fetch import BlockedAddress, Resolver, blocked_reason, guarded_client
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, EventType
 
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
+log = structlog.get_logger("relay.sinks.s3")
 PART_SIZE = 8 * 1024 * 1024
 _EXTENSIONS = {
     "image/png": ".png",
@@ -126,8 +134,30 @@ def s3_failure(exc: Exception, bucket: str) -> DeliveryFailed:
     return DeliveryFailed(f"S3 connection failed ({type(exc).__name__})", permanent=False)
 
 
-def _source_failed(response: Streamed) -> DeliveryFailed:
-    status = response.status
+def _refused_note(refused: BlockedAddress) -> DeliveryNote:
+    return DeliveryNote(
+        status=None,
+        reason=f"image_refused_{refused.address_class}",
+        message=(
+            f"image not copied: its host resolves to a {refused.address_class} address"
+            " (set [relay] allow_private_image_urls = true to allow)"
+        ),
+    )
+
+
+def _transport_error(exc: httpx.HTTPError) -> str:
+    """A short text for a failed image fetch (no URL: it may carry a token)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return f"connection failed ({type(exc).__name__})"
+
+
+def _content_type(headers: Mapping[str, str]) -> str:
+    content_type = headers.get("content-type", "application/octet-stream")
+    return content_type.split(";")[0].strip() or "application/octet-stream"
+
+
+def _source_failed(status: int, response: Answered) -> DeliveryFailed:
     permanent: bool | None = None
     if status in (404, 410):
         permanent = True
@@ -150,9 +180,21 @@ class S3Sink:
         {"bucket", "prefix", "region", "endpoint_url", "copy_images", *_CREDENTIAL_KEYS}
     )
 
-    def __init__(self, config: SinkConfig, client: HttpClient) -> None:
+    def __init__(
+        self, config: SinkConfig, client: HttpClient, *, resolver: Resolver | None = None
+    ) -> None:
         self.config = config
         self._http = client
+        self._guarded = not config.allow_private_image_urls
+        # image URLs come from outside: unless allowed, they are fetched through a client
+        # that checks every connection's resolved address (handlers/sinks/safe_fetch.py)
+        self._guard: httpx.AsyncClient | None = None
+        if self._guarded:
+            self._guard = (
+                guarded_client(resolver, timeout_s=config.timeout_s)
+                if resolver is not None
+                else guarded_client(timeout_s=config.timeout_s)
+            )
         options = config.options
         self._bucket = str(options["bucket"])
         self._prefix = str(options.get("prefix") or "")
@@ -211,18 +253,31 @@ class S3Sink:
                 return s3
             return self._s3
 
-    async def deliver(self, event: Event) -> int | None:
+    async def deliver(self, event: Event) -> DeliveryNote | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         base = object_base(self._prefix, event)
         image_url = event.data["image_url"]
+        note: DeliveryNote | None = None
         try:
             s3 = await self._client()
             metadata: dict[str, str] = {}
             if self._copy_images and event.type is EventType.COMPLETED and image_url:
-                image_key = await self._copy_image(s3, image_url, base)
-                if image_key.isascii():
-                    metadata["image-key"] = image_key
+                try:
+                    image_key = await self._copy_image(s3, image_url, base)
+                except BlockedAddress as refused:
+                    note = _refused_note(refused)
+                    metadata["image-skipped"] = refused.address_class
+                    log.warning(
+                        "s3.image_refused",
+                        sink=self.config.name,
+                        event_id=event.id,
+                        host=refused.host[:253],
+                        address_class=refused.address_class,
+                    )
+                else:
+                    if image_key.isascii():
+                        metadata["image-key"] = image_key
             await s3.put_object(
                 Bucket=self._bucket,
                 Key=base + ".json",
@@ -232,22 +287,43 @@ class S3Sink:
             )
         except (BotoCoreError, ClientError) as exc:
             raise s3_failure(exc, self._bucket) from exc
-        return None
+        return note
 
     async def _copy_image(self, s3: S3Client, url: str, base: str) -> str:
-        """Stream the image at ``url`` into the bucket; return its key."""
+        """Stream the image at ``url`` into the bucket; return its key. ``BlockedAddress``
+        when the guard refuses the URL's host (a redirect is an error answer then)."""
         if not url.startswith(("https://", "http://")):
             raise DeliveryFailed("image_url is not an http(s) URL", permanent=True)
+        if self._guard is not None:
+            return await self._copy_guarded(self._guard, s3, url, base)
         try:
             async with self._http.get(url, self.config.timeout_s) as response:
                 if response.status != 200:
-                    raise _source_failed(response)
-                content_type = response.headers.get("content-type", "application/octet-stream")
-                content_type = content_type.split(";")[0].strip() or "application/octet-stream"
-                key = base + image_extension(content_type, url)
-                await self._upload(s3, key, content_type, response.chunks())
+                    raise _source_failed(response.status, response)
+                key = base + image_extension(_content_type(response.headers), url)
+                await self._upload(s3, key, _content_type(response.headers), response.chunks())
         except TransportError as exc:
             raise DeliveryFailed(f"image source {exc.message}", permanent=False) from exc
+        return key
+
+    async def _copy_guarded(
+        self, guard: httpx.AsyncClient, s3: S3Client, url: str, base: str
+    ) -> str:
+        """``_copy_image`` through the SSRF-checking client: every connection's resolved
+        address is checked, and no redirect is followed."""
+        try:
+            async with guard.stream(
+                "GET", url, timeout=self.config.timeout_s, follow_redirects=False
+            ) as response:
+                if response.status_code != 200:
+                    raise _source_failed(response.status_code, response)
+                key = base + image_extension(_content_type(response.headers), url)
+                await self._upload(s3, key, _content_type(response.headers), response.aiter_bytes())
+        except httpx.HTTPError as exc:
+            refused = blocked_reason(exc)
+            if refused is not None:
+                raise refused from None
+            raise DeliveryFailed(f"image source {_transport_error(exc)}", permanent=False) from exc
         return key
 
     async def _upload(
@@ -305,6 +381,8 @@ class S3Sink:
         return {"ETag": answer["ETag"], "PartNumber": number}
 
     async def aclose(self) -> None:
+        if self._guard is not None:
+            await self._guard.aclose()
         async with self._lock:
             if self._stack is not None:
                 await self._stack.aclose()

@@ -37,6 +37,7 @@ _TITLES = {
 }
 _HEADERS = {"content-type": "application/json", "user-agent": "upscale-relay"}
 _FIELD_MAX = 2000
+_SLOT_TRIES = 3  # reservations voided by pauses before a delivery goes back to the queue
 _IMAGE_URL_MAX = 3000
 
 
@@ -119,17 +120,27 @@ class SlackSink:
                 problems.append(f"'{key}' must be a positive number")
         return problems
 
+    async def _wait_for_slot(self) -> None:
+        """Wait for a send slot; when the webhook was paused meanwhile (a 429 to another
+        delivery), the slot is void: take a new one. ``throttled`` when none is near."""
+        for _ in range(_SLOT_TRIES):
+            generation = self._bucket.generation
+            wait_s = self._bucket.reserve(max_wait_s=self.config.timeout_s)
+            if wait_s is None:
+                break
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            if self._bucket.generation == generation:
+                return
+        raise DeliveryFailed(
+            "Slack pacing: no send slot within the sink timeout",
+            permanent=False,
+            retry_after_s=self._bucket.next_slot_s(),
+            throttled=True,
+        )
+
     async def deliver(self, event: Event) -> int | None:
-        wait_s = self._bucket.reserve(max_wait_s=self.config.timeout_s)
-        if wait_s is None:
-            raise DeliveryFailed(
-                "Slack pacing: no send slot within the sink timeout",
-                permanent=False,
-                retry_after_s=self._bucket.next_slot_s(),
-                throttled=True,
-            )
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
+        await self._wait_for_slot()
         body = json.dumps(slack_message(event), ensure_ascii=False, separators=(",", ":")).encode()
         try:
             response = await self._client.post(self._url, body, _HEADERS, self.config.timeout_s)

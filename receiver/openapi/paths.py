@@ -36,8 +36,8 @@ def _link(operation_id: str, parameter: str, expression: str) -> Schema:
 
 LIMIT = _query(
     "limit",
-    {"type": "integer", "minimum": 0},
-    "at most this many, newest first (default 100; clamped to 1-1000)",
+    {"type": "integer", "minimum": 1, "maximum": 1000},
+    "at most this many, newest first (default 100; outside 1-1000 → 400)",
 )
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 

@@ -64,7 +64,12 @@ def require_api_token(request: Request) -> None:
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, or ``PayloadTooLarge`` as soon as it exceeds ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > 18 or int(declared) > limit)
+    ):
         raise PayloadTooLarge(f"body exceeds {limit} bytes", limit=limit)
     chunks: list[bytes] = []
     size = 0
@@ -87,10 +92,38 @@ def json_response(body: Any, status_code: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status_code)
 
 
+#: longer than any id, reference or sink name the relay hands out
+MAX_PARAM_CHARS = 256
+
+
+def clean_text(value: str, name: str) -> str:
+    """``value`` if it is a sane identifier-like text; ``BadRequest`` naming ``name``
+    for one too long or holding control characters (NUL breaks PostgreSQL)."""
+    if len(value) > MAX_PARAM_CHARS:
+        raise BadRequest(f"{name!r} is longer than {MAX_PARAM_CHARS} characters", field=name)
+    if not value.isprintable():
+        raise BadRequest(f"{name!r} holds control characters", field=name)
+    return value
+
+
+def sane_id(value: str) -> bool:
+    """Whether ``value`` could be an id the relay handed out (ids that cannot be are
+    answered 404 without asking the store: PostgreSQL refuses NUL in text)."""
+    return len(value) <= MAX_PARAM_CHARS and value.isprintable()
+
+
+def query_str(request: Request, name: str) -> str | None:
+    """A text query parameter (``ref``, ``sink`` …): None when absent or blank."""
+    text = request.query_params.get(name)
+    return clean_text(text, name) if text else None
+
+
 def query_int(request: Request, name: str, default: int, maximum: int) -> int:
+    """An integer query parameter from 1 to ``maximum``; anything else (signs, digits
+    past Python's limit, ``²``) is a ``BadRequest`` that says what is accepted."""
     text = request.query_params.get(name)
     if text is None:
         return default
-    if not (text.isascii() and text.isdigit()):
-        raise BadRequest(f"{name!r} must be a positive integer", field=name)
-    return max(1, min(maximum, int(text)))
+    if not (text.isascii() and text.isdigit() and len(text) <= 9 and 1 <= int(text) <= maximum):
+        raise BadRequest(f"{name!r} must be an integer from 1 to {maximum}", field=name)
+    return int(text)

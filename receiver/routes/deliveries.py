@@ -12,10 +12,13 @@ from receiver.errors import BadRequest, NotFound
 from receiver.events import DeliveryState, utcnow
 from receiver.jsonbody import decode_json
 from receiver.routes.common import (
+    clean_text,
     json_response,
     query_int,
+    query_str,
     read_body,
     require_api_token,
+    sane_id,
     settings_of,
     sinks_of,
     store_of,
@@ -37,12 +40,11 @@ def _state(text: str | None) -> DeliveryState | None:
 
 async def list_deliveries(request: Request) -> Response:
     require_api_token(request)
-    params = request.query_params
     where = DeliveryFilter(
-        state=_state(params.get("state")),
-        sink=params.get("sink"),
-        job_id=params.get("job_id"),
-        event_id=params.get("event_id"),
+        state=_state(query_str(request, "state")),
+        sink=query_str(request, "sink"),
+        job_id=query_str(request, "job_id"),
+        event_id=query_str(request, "event_id"),
     )
     deliveries = await store_of(request).list_deliveries(
         where, limit=query_int(request, "limit", 100, 1000)
@@ -54,7 +56,7 @@ async def retry_one(request: Request) -> Response:
     require_api_token(request)
     store = store_of(request)
     delivery_id = request.path_params["delivery_id"]
-    if await store.get_delivery(delivery_id) is None:
+    if not sane_id(delivery_id) or await store.get_delivery(delivery_id) is None:
         raise NotFound("no such delivery")
     count = await store.replay(DeliveryFilter(delivery_id=delivery_id), utcnow())
     return json_response({"replayed": count}, status_code=202)
@@ -68,8 +70,10 @@ async def retry_many(request: Request) -> Response:
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
     for name in ("state", "sink", "job_id"):
-        if body.get(name) is not None and not isinstance(body[name], str):
-            raise BadRequest(f"{name!r} must be a string", field=name)
+        if body.get(name) is not None:
+            if not isinstance(body[name], str):
+                raise BadRequest(f"{name!r} must be a string", field=name)
+            clean_text(body[name], name)
     where = DeliveryFilter(
         state=_state(body.get("state")) or DeliveryState.DEAD,
         sink=body.get("sink"),

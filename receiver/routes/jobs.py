@@ -8,13 +8,21 @@ from starlette.routing import Route
 
 from receiver.errors import BadRequest, NotFound
 from receiver.events import JobStatus
-from receiver.routes.common import json_response, query_int, require_api_token, store_of
+from receiver.routes.common import (
+    json_response,
+    query_int,
+    query_str,
+    require_api_token,
+    sane_id,
+    store_of,
+)
 
 
 async def get_job(request: Request) -> Response:
     require_api_token(request)
     store = store_of(request)
-    job = await store.get_job(request.path_params["job_id"])
+    job_id = request.path_params["job_id"]
+    job = await store.get_job(job_id) if sane_id(job_id) else None
     if job is None:
         raise NotFound("no such job")
     return json_response(job.view(await store.list_events(job.id)))
@@ -22,8 +30,7 @@ async def get_job(request: Request) -> Response:
 
 async def list_jobs(request: Request) -> Response:
     require_api_token(request)
-    params = request.query_params
-    status_text = params.get("status")
+    status_text = query_str(request, "status")
     try:
         status = JobStatus(status_text) if status_text else None
     except ValueError as exc:
@@ -31,9 +38,9 @@ async def list_jobs(request: Request) -> Response:
             f"status must be one of {', '.join(s.value for s in JobStatus)}", field="status"
         ) from exc
     jobs = await store_of(request).list_jobs(
-        ref=params.get("ref"),
+        ref=query_str(request, "ref"),
         status=status,
-        provider=params.get("provider"),
+        provider=query_str(request, "provider"),
         limit=query_int(request, "limit", 100, 1000),
     )
     return json_response({"jobs": [job.view() for job in jobs]})

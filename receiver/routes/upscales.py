@@ -8,7 +8,13 @@ from starlette.routing import Route
 
 from receiver.errors import BadRequest
 from receiver.events import JobStatus
-from receiver.routes.common import json_response, read_json, require_api_token, submitter_of
+from receiver.routes.common import (
+    clean_text,
+    json_response,
+    read_json,
+    require_api_token,
+    submitter_of,
+)
 
 
 async def create_upscale(request: Request) -> Response:
@@ -16,8 +22,12 @@ async def create_upscale(request: Request) -> Response:
     submitter = submitter_of(request)
     body = await read_json(request)
     key = request.headers.get("idempotency-key")
-    if key is not None and not (0 < len(key) <= 255):
-        raise BadRequest("Idempotency-Key must be 1-255 characters")
+    if key is not None and not (0 < len(key) <= 255 and key.isprintable()):
+        raise BadRequest("Idempotency-Key must be 1-255 printable characters")
+    if isinstance(body, dict):
+        for name in ("provider", "parent_id", "action", "ref"):
+            if isinstance(body.get(name), str):
+                clean_text(body[name], name)
     job, created = await submitter.submit(submitter.parse(body), key)
     answer = {
         "job_id": job.id,

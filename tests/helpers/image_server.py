@@ -6,6 +6,7 @@
 ``/raw/picture.webp``  bytes labelled ``application/octet-stream``
 ``/images/broken.png`` sends 9 MiB of the big PNG, then drops the connection
 ``/status/{code}``     answers with that status
+``/redirect?to=URL``   302 to URL
 anything else          404
 """
 
@@ -79,6 +80,9 @@ class ImageServer:
             return StreamingResponse(stream, media_type="image/png")
         if path == "/raw/picture.webp":
             return Response(small_png(), media_type="application/octet-stream")
+        if path == "/redirect":
+            target = request.query_params.get("to", "/images/small.png")
+            return Response(status_code=302, headers={"location": target})
         if path.startswith("/status/"):
             code = int(request.path_params["path"].removeprefix("status/"))
             return PlainTextResponse(f"status {code}", status_code=code)

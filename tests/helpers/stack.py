@@ -97,6 +97,8 @@ jitter = 0
 
 [relay]
 poll_tick_s = 0.05
+# the image hosts of these tests are on 127.0.0.1
+allow_private_image_urls = true
 
 {providers}
 [sinks.http]

@@ -390,5 +390,13 @@ def test_token_bucket_burst_rate_pause_and_bound() -> None:
     now[0] += 10  # idle: the burst is back
     assert [bucket.reserve(10) for _ in range(3)] == [0, 0, 0]
     now[0] += 10
+    generation = bucket.generation
     bucket.pause(2.0)
-    assert [bucket.reserve(10) for _ in range(2)] == [2.0, 2.5]
+    assert bucket.generation == generation + 1  # slots reserved before are void
+    # after a 429: no burst, and 5 % more room per slot (the destination's real limit)
+    assert [round(bucket.reserve(10) or 0, 6) for _ in range(2)] == [2.0, 2.525]
+    bucket.pause(0.1)  # a shorter pause asked later does not end the first one early
+    assert bucket.next_slot_s() == 2.0
+    for _ in range(10):
+        bucket.pause(0)
+    assert bucket.interval_s == pytest.approx(0.5 * 1.25)  # the slowdown is bounded

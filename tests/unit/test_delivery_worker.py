@@ -3,12 +3,19 @@ the one store call its decision names, with the status the sink really had."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+from structlog.testing import capture_logs
+
+from handlers.sinks.base import DeliveryNote
 from receiver.circuit import CircuitState
 from receiver.decision import RetryPolicy
 from receiver.errors import DeliveryFailed
 from receiver.events import (
     Delivery,
     DeliveryState,
+    Event,
     ProviderUpdate,
     UpdateState,
     build_event,
@@ -122,3 +129,67 @@ async def test_failures_open_the_circuit_and_pause_the_backlog(store: SqliteStor
     assert all(
         d.state is DeliveryState.PENDING for d in await store.list_deliveries(DeliveryFilter())
     )
+
+
+async def test_a_delivery_note_is_kept_counted_and_logged(store: SqliteStore) -> None:
+    """A sink that took the event but skipped part of it on purpose (the S3 sink's
+    refused image) ends delivered, with the note as ``last_error`` and one count in
+    ``relay_delivery_notes_total`` under its reason."""
+    note = DeliveryNote(None, "image_refused_loopback", "image not copied: loopback")
+    metrics = Metrics()
+    await enqueue(store, "archive")
+    worker = DeliveryWorker(store, {"archive": ScriptedSink("archive", note)}, POLICY, metrics)
+    with capture_logs() as logs:
+        await worker.drain(5)
+    delivery = await only(store)
+    assert (delivery.state, delivery.last_status, delivery.last_error) == (
+        DeliveryState.DELIVERED,
+        None,
+        "image not copied: loopback",
+    )
+    sample = metrics.registry.get_sample_value(
+        "relay_delivery_notes_total", {"sink": "archive", "reason": "image_refused_loopback"}
+    )
+    assert sample == 1.0
+    [line] = [entry for entry in logs if entry["event"] == "delivery.delivered"]
+    assert line["note"] == "image not copied: loopback"
+
+
+async def test_a_429_pauses_the_sink_and_uses_no_attempt(store: SqliteStore) -> None:
+    """Rate limited with Retry-After 0.3 s on a schedule whose next try is 30 s away:
+    the delivery comes back after 0.3 s, not 30 s, still at zero attempts used; the
+    other delivery to that sink is not sent during the pause."""
+    limited = DeliveryFailed("rate_limited", status=429, retry_after_s=0.3)
+    sink = ScriptedSink("team", limited, 200, 200)
+    metrics = Metrics()
+    worker = DeliveryWorker(store, {"team": sink}, POLICY, metrics, batch=1)
+    for n in range(2):
+        await enqueue(store, "team", task=f"t{n}")
+    started = time.monotonic()
+    sent_at: list[float] = []
+    original = sink.deliver
+
+    async def timed(event: Event) -> int | DeliveryNote | None:
+        sent_at.append(time.monotonic() - started)
+        return await original(event)
+
+    sink.deliver = timed  # type: ignore[method-assign]
+    running = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(5):
+            while (
+                len(await store.list_deliveries(DeliveryFilter(state=DeliveryState.DELIVERED))) < 2
+            ):
+                await asyncio.sleep(0.02)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    deliveries = await store.list_deliveries(DeliveryFilter())
+    assert [(d.state, d.attempts) for d in deliveries] == [(DeliveryState.DELIVERED, 1)] * 2
+    assert len(sent_at) == 3
+    assert sent_at[1] >= 0.29  # nothing went out during the pause
+    assert time.monotonic() - started < 5  # not the schedule's 30 s
+    sample = metrics.registry.get_sample_value(
+        "relay_delivery_attempts_total", {"sink": "team", "outcome": "rate_limited"}
+    )
+    assert sample == 1.0

@@ -67,3 +67,22 @@ def test_config_problems() -> None:
     problems = HttpSink.config_problems({"secret": "not base64!"})
     assert "'url' is required" in problems
     assert any("Standard Webhooks secret" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("reply", "wait_s"),
+    [
+        (Answer(429, {}, b'{"message": "You are being rate limited.", "retry_after": 1.5}'), 1.5),
+        (Answer(429, {"x-ratelimit-reset-after": "0.75"}), 0.75),
+        (Answer(429, {}, b'{"retry_after": "soon"}'), None),
+        (Answer(429, {}, b'{"retry_after": NaN}'), None),
+        (Answer(503, {}, b'{"retry_after": 3}'), None),
+    ],
+)
+async def test_discord_style_rate_limit_answers_name_their_wait(
+    reply: Answer, wait_s: float | None
+) -> None:
+    """Without ``Retry-After``, a 429 may say when in Discord's header or body."""
+    with pytest.raises(DeliveryFailed) as caught:
+        await _sink(lambda r: reply).deliver(EVENT)
+    assert caught.value.retry_after_s == wait_s
