@@ -46,6 +46,7 @@ CONCURRENCY = 32
 LEASE_S = 10  # outlasts a send (SINK_TIMEOUT_S) plus the worker's margin: no re-claim mid-send
 SINK_TIMEOUT_S = 5
 SEED_CONNECTIONS = 4
+HOLD_S = 0.3  # the sink holds its answers this long at most, around the kill
 NOWHERE = "http://127.0.0.1:9"  # the provider is never called: jobs are seeded
 
 
@@ -181,10 +182,11 @@ async def kill_while_leasing(
     pinned: set[str] = set()
     orphaned: set[str] = set()
     async with pg.connect() as db, asyncio.timeout(30):
-        while not pinned:  # a hold stays well under SINK_TIMEOUT_S: no send times out
+        while not pinned:  # short holds, apart: no send nears SINK_TIMEOUT_S or its lease
+            await asyncio.sleep(HOLD_S)
             sink.held.clear()
             sink.gate.clear()
-            until = time.monotonic() + SINK_TIMEOUT_S / 5
+            until = time.monotonic() + HOLD_S
             while not pinned and time.monotonic() < until:
                 await asyncio.sleep(0.005)
                 rows = await db.fetch(leased + " AND event_id = ANY($2)", owner, list(sink.held))
