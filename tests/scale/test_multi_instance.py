@@ -46,6 +46,7 @@ CONCURRENCY = 32
 LEASE_S = 10  # outlasts a send (SINK_TIMEOUT_S) plus the worker's margin: no re-claim mid-send
 SINK_TIMEOUT_S = 5
 SEED_CONNECTIONS = 4
+PROCESS_CONNECTIONS = 5  # each relay process's pool (and one LISTEN connection)
 HOLD_S = 0.3  # the sink holds its answers this long at most, around the kill
 NOWHERE = "http://127.0.0.1:9"  # the provider is never called: jobs are seeded
 
@@ -240,7 +241,8 @@ async def test_two_webs_two_workers_flood_with_duplicates_and_a_killed_worker(
             # coverage, when measuring, would follow these processes and double the
             # runtime for code other tests cover (and workers die by signal, unsaved)
             **{k: v for k, v in os.environ.items() if k != "COVERAGE_PROCESS_CONFIG"},
-            "DATABASE_URL": pg.database_url,
+            # small pools: PostgreSQL's 100 connections are shared with the parallel tests
+            "DATABASE_URL": f"{pg.database_url}&pool_max={PROCESS_CONNECTIONS}",
             "RELAY_PUBLIC_URL": webs[0],
             "RELAY_SECRET_KEY": SECRET_KEY,
             "RELAY_API_TOKEN": API_TOKEN,
