@@ -131,9 +131,10 @@ async def _probe_postgres(url: str) -> str:
             "DATABASE_URL is PostgreSQL but asyncpg is not installed: "
             "pip install 'upscale-relay[postgres]'"
         ) from None
-    from receiver.store import split_schema
+    from receiver.store import split_param, split_schema
 
     dsn, schema = split_schema(url)
+    dsn = split_param(dsn, "pool_max")[0]  # the relay's own parameter, not asyncpg's
     connection = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)
     try:
         server = str(await connection.fetchval("SHOW server_version")).split()[0]

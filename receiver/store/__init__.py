@@ -13,23 +13,31 @@ __all__ = [
     "JobLookup",
     "Store",
     "open_store",
+    "split_param",
     "split_schema",
 ]
+
+
+def split_param(database_url: str, key: str) -> tuple[str, str | None]:
+    """The URL without query parameter ``key``, and its value (``None`` when absent)."""
+    parts = urlsplit(database_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    value = next((v for k, v in query if k == key), None)
+    rest = urlencode([(k, v) for k, v in query if k != key])
+    return urlunsplit(parts._replace(query=rest)), value
 
 
 def split_schema(database_url: str) -> tuple[str, str]:
     """``postgresql://…?schema=relay`` → (the URL without ``schema``, ``"relay"``);
     the schema defaults to ``public``."""
-    parts = urlsplit(database_url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((value for key, value in query if key == "schema"), "public")
-    rest = urlencode([(key, value) for key, value in query if key != "schema"])
-    return urlunsplit(parts._replace(query=rest)), schema
+    url, schema = split_param(database_url, "schema")
+    return url, "public" if schema is None else schema
 
 
 def open_store(database_url: str) -> Store:
     """The backend for ``DATABASE_URL``: ``sqlite:///path`` or ``postgresql://…``
-    (``?schema=name`` picks a PostgreSQL schema, default ``public``).
+    (``?schema=name`` picks a PostgreSQL schema, default ``public``; ``?pool_max=N``
+    caps the connection pool, default 10).
 
     Drivers import lazily: asyncpg is needed only for PostgreSQL.
     """
@@ -37,7 +45,12 @@ def open_store(database_url: str) -> Store:
         from receiver.store.postgres import PostgresStore
 
         dsn, schema = split_schema(database_url)
-        return PostgresStore(dsn, schema=schema)
+        dsn, pool_max = split_param(dsn, "pool_max")
+        if pool_max is None:
+            return PostgresStore(dsn, schema=schema)
+        if not pool_max.isdigit() or int(pool_max) < 1:
+            raise ValueError(f"pool_max in DATABASE_URL must be a whole number >= 1: {pool_max!r}")
+        return PostgresStore(dsn, schema=schema, max_size=int(pool_max))
     from receiver.store.sqlite import SqliteStore
 
     return SqliteStore.from_url(database_url)

@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (for a relay *process*, which
-    binds it itself; in-process servers hold theirs with ``reserve_socket``)."""
+    binds it itself; in-process servers hold theirs with ``reserve_socket``). It lies
+    below the ephemeral range: a port the kernel handed out (``bind`` to 0) could go to
+    any outgoing connection on the box before the process, seconds later, binds it."""
+    for _ in range(50):
+        port = random.randrange(20000, max(_ephemeral_start(), 20001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        fallback: int = sock.getsockname()[1]
+        return fallback
 
 
 def reserve_socket(port: int = 0) -> socket.socket:

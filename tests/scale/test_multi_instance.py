@@ -45,6 +45,9 @@ TWICE_EVERY = 10  # every 10th callback is sent twice at once, one copy to each 
 CONCURRENCY = 32
 LEASE_S = 10  # outlasts a send (SINK_TIMEOUT_S) plus the worker's margin: no re-claim mid-send
 SINK_TIMEOUT_S = 5
+SEED_CONNECTIONS = 4
+PROCESS_CONNECTIONS = 5  # each relay process's pool (and one LISTEN connection)
+HOLD_S = 0.3  # the sink holds its answers this long at most, around the kill
 NOWHERE = "http://127.0.0.1:9"  # the provider is never called: jobs are seeded
 
 
@@ -104,10 +107,11 @@ async def seed_jobs(pg: PgSchema, count: int) -> list[Seeded]:
         )
         for i in range(count)
     ]
-    store = PostgresStore(pg.dsn, schema=pg.schema)
+    # few connections: the four relay processes start meanwhile, with their own pools
+    store = PostgresStore(pg.dsn, schema=pg.schema, max_size=SEED_CONNECTIONS)
     try:
         await store.migrate()
-        await bounded(10, [store.create_job(job) for job in jobs])
+        await bounded(SEED_CONNECTIONS, [store.create_job(job) for job in jobs])
     finally:
         await store.close()
     return [
@@ -140,19 +144,61 @@ def worker_owner(log_path: Path) -> str:
     raise AssertionError(f"no worker.started line in {log_path}")
 
 
-async def kill_while_leasing(pg: PgSchema, process: Any, owner: str, go: asyncio.Event) -> set[str]:
-    """Once ``go`` is set, SIGKILL the worker at a moment it holds leases; return the
-    event ids it held (what it may have sent without recording it)."""
+class HeldSink:
+    """The sink in front of the recorder, with a gate: while it is closed, each request is
+    read in full, its ``webhook-id`` noted in ``held``, and its answer waits until the
+    gate opens. A delivery whose request is held cannot be recorded as delivered, so a
+    worker killed while one of its leased deliveries is held dies holding that lease."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.held: set[str] = set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.gate.is_set():
+            return await self._app(scope, receive, send)
+        messages = [await receive()]  # the whole body now: its sender may die meanwhile
+        while messages[-1]["type"] == "http.request" and messages[-1].get("more_body"):
+            messages.append(await receive())
+        self.held.add(dict(scope["headers"]).get(b"webhook-id", b"").decode())
+        await self.gate.wait()
+
+        async def replay() -> Any:
+            return messages.pop(0) if messages else await receive()
+
+        await self._app(scope, replay, send)
+
+
+async def kill_while_leasing(
+    pg: PgSchema, process: Any, owner: str, sink: HeldSink, go: asyncio.Event
+) -> tuple[set[str], set[str]]:
+    """Once ``go`` is set, hold the sink's answers until the worker has a leased delivery
+    in flight (its request held at the sink), SIGKILL it, then read its leases and open
+    the sink. Returns (the held deliveries it had leased, every delivery it had leased):
+    the second set is what it may have sent without recording it."""
     await go.wait()
-    held = "SELECT event_id FROM deliveries WHERE state = 'pending' AND lease_owner = $1"
-    async with pg.connect() as db:
-        async with asyncio.timeout(20):
-            while not await db.fetch(held + " LIMIT 1", owner):
-                await asyncio.sleep(0.002)
-        os.kill(process.pid, signal.SIGKILL)
-        await asyncio.to_thread(process.wait, 10)
-        # its leases stay for LEASE_S: read them before the survivor re-claims them
-        return {row["event_id"] for row in await db.fetch(held, owner)}
+    leased = "SELECT event_id FROM deliveries WHERE state = 'pending' AND lease_owner = $1"
+    pinned: set[str] = set()
+    orphaned: set[str] = set()
+    async with pg.connect() as db, asyncio.timeout(30):
+        while not pinned:  # short holds, apart: no send nears SINK_TIMEOUT_S or its lease
+            await asyncio.sleep(HOLD_S)
+            sink.held.clear()
+            sink.gate.clear()
+            until = time.monotonic() + HOLD_S
+            while not pinned and time.monotonic() < until:
+                await asyncio.sleep(0.005)
+                rows = await db.fetch(leased + " AND event_id = ANY($2)", owner, list(sink.held))
+                pinned = {row["event_id"] for row in rows}
+            if pinned:
+                os.kill(process.pid, signal.SIGKILL)
+                await asyncio.to_thread(process.wait, 10)
+                # its leases stay for LEASE_S: read them before the survivor re-claims them
+                orphaned = {row["event_id"] for row in await db.fetch(leased, owner)}
+            sink.gate.set()
+    return pinned, orphaned
 
 
 class Clients:
@@ -186,7 +232,8 @@ async def test_two_webs_two_workers_flood_with_duplicates_and_a_killed_worker(
     recorder = Recorder()
     started = time.monotonic()
     async with pg_schema() as pg, AsyncExitStack() as stack:
-        sink_url = await stack.enter_async_context(serve_app(recorder.app()))
+        sink = HeldSink(recorder.app())
+        sink_url = await stack.enter_async_context(serve_app(sink))
         (tmp_path / "relay.toml").write_text(relay_toml(sink_url))
         ports = [free_port(), free_port()]
         webs = [f"http://127.0.0.1:{port}" for port in ports]
@@ -194,7 +241,8 @@ async def test_two_webs_two_workers_flood_with_duplicates_and_a_killed_worker(
             # coverage, when measuring, would follow these processes and double the
             # runtime for code other tests cover (and workers die by signal, unsaved)
             **{k: v for k, v in os.environ.items() if k != "COVERAGE_PROCESS_CONFIG"},
-            "DATABASE_URL": pg.database_url,
+            # small pools: PostgreSQL's 100 connections are shared with the parallel tests
+            "DATABASE_URL": f"{pg.database_url}&pool_max={PROCESS_CONNECTIONS}",
             "RELAY_PUBLIC_URL": webs[0],
             "RELAY_SECRET_KEY": SECRET_KEY,
             "RELAY_API_TOKEN": API_TOKEN,
@@ -216,7 +264,7 @@ async def test_two_webs_two_workers_flood_with_duplicates_and_a_killed_worker(
         ready_s = time.monotonic() - started
 
         halfway = asyncio.Event()
-        killer = asyncio.create_task(kill_while_leasing(pg, victim, victim_owner, halfway))
+        killer = asyncio.create_task(kill_while_leasing(pg, victim, victim_owner, sink, halfway))
         stack.callback(killer.cancel)  # if the flood fails before the kill
 
         async def post(i: int, web: str, job: Seeded) -> dict[str, Any]:
@@ -239,7 +287,7 @@ async def test_two_webs_two_workers_flood_with_duplicates_and_a_killed_worker(
 
         answers = await bounded(CONCURRENCY, [callback(i, job) for i, job in enumerate(seeded)])
         called_back_s = time.monotonic() - started
-        orphaned = await killer
+        pinned, orphaned = await killer
 
         # every event reaches the sink, including those the killed worker had leased
         event_ids = {row["id"] for row in await pg.fetch("SELECT id FROM events")}
@@ -287,7 +335,10 @@ async def test_two_webs_two_workers_flood_with_duplicates_and_a_killed_worker(
         assert [(r["state"], r["n"]) for r in deliveries] == [("delivered", JOBS)]
         assert [(r["status"], r["n"]) for r in jobs] == [("completed", JOBS)]
         assert set(received) == event_ids == {pair[0]["event_id"] for pair in answers}
-        assert orphaned, "the worker was killed while it held no lease"
+        # the kill came while deliveries it had leased were in flight (held at the sink):
+        # its leases outlived it, and the survivor delivered those too
+        assert pinned, "the worker was not killed mid-send"
+        assert pinned <= orphaned, "the killed worker's leases did not outlive it"
         unexplained = set(duplicates) - orphaned - retried
         assert not unexplained, "duplicates neither the killed worker nor a retry explains"
         assert set(duplicates.values()) <= {2}

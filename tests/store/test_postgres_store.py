@@ -197,6 +197,19 @@ def test_schema_names_are_checked() -> None:
     assert isinstance(open_store("postgres://localhost/x"), PostgresStore)
 
 
+def test_pool_max_in_the_url_caps_the_pool() -> None:
+    """``?pool_max=N`` sizes the pool and never reaches asyncpg; nonsense is refused."""
+    from receiver.store.postgres import PostgresStore
+
+    store = open_store("postgresql://localhost/x?schema=relay&pool_max=3&sslmode=disable")
+    assert isinstance(store, PostgresStore)
+    assert (store.schema, store._pool_size[1]) == ("relay", 3)
+    assert store._dsn == "postgresql://localhost/x?sslmode=disable"
+    for bad in ("0", "x", ""):
+        with pytest.raises(ValueError, match="pool_max"):
+            open_store(f"postgresql://localhost/x?pool_max={bad}")
+
+
 def test_missing_server_fails_under_ci_and_skips_locally() -> None:
     """Without RELAY_TEST_PG the PostgreSQL half fails under CI=true and skips elsewhere."""
     with pytest.raises(pytest.fail.Exception, match=PG_ENV):
