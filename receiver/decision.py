@@ -35,6 +35,7 @@ class AttemptResult:
     permanent: bool | None = None
     retry_after_s: float | None = None
     throttled: bool = False
+    response_body: bytes | None = None  # the start of what the destination answered
 
     @classmethod
     def failed(
@@ -49,6 +50,7 @@ class AttemptResult:
             permanent=failure.permanent,
             retry_after_s=failure.retry_after_s,
             throttled=failure.throttled,
+            response_body=failure.response_body,
         )
 
     @property

@@ -110,6 +110,9 @@ class Ingestor:
             # the store's wake-up reaches the worker and (a job that ended may free a
             # provider slot for queued jobs) the poller
             self.metrics.events.labels(provider, event.type.value).inc()
+            if job is not None and not late and not job.external and update.state.terminal:
+                status = STATUS_FOR_STATE[update.state].value
+                self.metrics.observe_job(provider, status, job.created_at, now)
             log.info(
                 "event.recorded",
                 event_id=event.id,

@@ -79,6 +79,7 @@ class Settings:
     retry_jitter: float = field(default=0.2, metadata=toml("delivery", "jitter"))
     lease_s: float = field(default=60.0, metadata=toml("delivery"))
     inline_budget_s: float = field(default=5.0, metadata=toml("delivery"))
+    retention_days: float = field(default=30.0, metadata=toml("relay"))
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     sinks: Mapping[str, SinkConfig] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()

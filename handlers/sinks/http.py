@@ -9,7 +9,13 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from handlers.retry_after import retry_after
-from handlers.sinks.base import SinkConfig, http_client_error, required_options
+from handlers.sinks.base import (
+    ANSWER_BYTES,
+    SinkAnswer,
+    SinkConfig,
+    http_client_error,
+    required_options,
+)
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, utcnow
 
@@ -69,7 +75,7 @@ class HttpSink:
             )
         return headers
 
-    async def deliver(self, event: Event) -> int | None:
+    async def deliver(self, event: Event) -> SinkAnswer:
         body = event.to_json()
         try:
             response = await self._client.post(
@@ -80,12 +86,14 @@ class HttpSink:
             )
         except httpx.HTTPError as exc:
             raise DeliveryFailed(http_client_error(exc)) from exc
+        answer = response.content[:ANSWER_BYTES]
         if 200 <= response.status_code < 300:
-            return response.status_code
+            return SinkAnswer(response.status_code, answer)
         raise DeliveryFailed(
             f"HTTP {response.status_code}: {response.text[:200]}",
             status=response.status_code,
             retry_after_s=retry_after(response),
+            response_body=answer,
         )
 
     async def aclose(self) -> None:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from handlers.retry_after import retry_after
-from handlers.sinks.base import SinkConfig, http_client_error, required_options
+from handlers.sinks.base import SinkAnswer, SinkConfig, http_client_error, required_options
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, EventType
 
@@ -212,7 +212,14 @@ class S3Sink:
                 return s3
             return self._s3
 
-    async def deliver(self, event: Event) -> int | None:
+    @property
+    def destination_host(self) -> str:
+        """The S3 endpoint's host (the attempt record names it, never a URL)."""
+        if self._endpoint_url:
+            return urlsplit(self._endpoint_url).netloc.rsplit("@", 1)[-1]
+        return f"{self._bucket}.s3.{self._region}.amazonaws.com"
+
+    async def deliver(self, event: Event) -> SinkAnswer:
         from botocore.exceptions import BotoCoreError, ClientError
 
         base = object_base(self._prefix, event)
@@ -224,7 +231,7 @@ class S3Sink:
                 image_key = await self._copy_image(s3, image_url, base)
                 if image_key.isascii():
                     metadata["image-key"] = image_key
-            await s3.put_object(
+            put = await s3.put_object(
                 Bucket=self._bucket,
                 Key=base + ".json",
                 Body=event.to_json().encode(),
@@ -233,7 +240,9 @@ class S3Sink:
             )
         except (BotoCoreError, ClientError) as exc:
             raise s3_failure(exc, self._bucket) from exc
-        return None
+        status = put.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        summary = f"PutObject {base}.json ETag {put.get('ETag', '?')}"
+        return SinkAnswer(status, summary.encode())
 
     async def _copy_image(self, s3: S3Client, url: str, base: str) -> str:
         """Stream the image at ``url`` into the bucket; return its key."""

@@ -13,7 +13,13 @@ from typing import Any, ClassVar
 import httpx
 
 from handlers.retry_after import retry_after
-from handlers.sinks.base import SinkConfig, http_client_error, required_options
+from handlers.sinks.base import (
+    ANSWER_BYTES,
+    SinkAnswer,
+    SinkConfig,
+    http_client_error,
+    required_options,
+)
 from handlers.sinks.pacing import shared_bucket
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, EventType
@@ -34,6 +40,7 @@ _TITLES = {
     EventType.COMPLETED: "Upscale completed",
     EventType.FAILED: "Upscale failed",
     EventType.PROGRESS: "Upscale progress",
+    EventType.TEST: "Relay test",
 }
 _FIELD_MAX = 2000
 _IMAGE_URL_MAX = 3000
@@ -118,7 +125,7 @@ class SlackSink:
                 problems.append(f"'{key}' must be a positive number")
         return problems
 
-    async def deliver(self, event: Event) -> int | None:
+    async def deliver(self, event: Event) -> SinkAnswer:
         wait_s = self._bucket.reserve(max_wait_s=self.config.timeout_s)
         if wait_s is None:
             raise DeliveryFailed(
@@ -136,16 +143,22 @@ class SlackSink:
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"Slack: {http_client_error(exc)}") from exc
         status, answer = response.status_code, response.text.strip()[:200]
+        raw = response.content[:ANSWER_BYTES]
         if 200 <= status < 300:
-            return status
+            return SinkAnswer(status, raw)
         if status == 429:
             retry_after_s = retry_after(response) or 1.0
             self._bucket.pause(retry_after_s)
             raise DeliveryFailed(
-                f"Slack rate limited: {answer}", status=429, retry_after_s=retry_after_s
+                f"Slack rate limited: {answer}",
+                status=429,
+                retry_after_s=retry_after_s,
+                response_body=raw,
             )
         permanent = True if answer in PERMANENT_ERRORS or status in (404, 410) else None
-        raise DeliveryFailed(f"Slack HTTP {status}: {answer}", status=status, permanent=permanent)
+        raise DeliveryFailed(
+            f"Slack HTTP {status}: {answer}", status=status, permanent=permanent, response_body=raw
+        )
 
     async def aclose(self) -> None:
         return None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver.routes.common import json_response, metrics_of, store_of
+from receiver.events import utcnow
+from receiver.routes.common import json_response, metrics_of, settings_of, store_of
+
+log = structlog.get_logger("relay.metrics")
 
 
 async def healthz(request: Request) -> Response:
@@ -23,7 +27,12 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(metrics_of(request).render(), media_type=CONTENT_TYPE_LATEST)
+    metrics = metrics_of(request)
+    try:
+        await metrics.refresh(store_of(request), settings_of(request).sinks, utcnow())
+    except Exception:  # the store is down: still serve this process's own counters
+        log.warning("metrics.store_unavailable", exc_info=True)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 routes = [

@@ -33,10 +33,11 @@ from receiver.events import (
     JobStatus,
     new_id,
 )
-from receiver.store import postgres_schema
+from receiver.store import postgres_observe, postgres_schema
 from receiver.store.base import DeliveryFilter, DeliveryOutcome, Ingest, OutcomeShorthands
+from receiver.store.postgres_observe import PostgresObservations
 from receiver.store.rows import (
-    DELIVERY_COLUMNS,
+    DELIVERY_VIEW_COLUMNS,
     JOB_COLUMNS,
     TERMINAL,
     delivery_from_row,
@@ -54,7 +55,8 @@ Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[Record]"
 
 # Insert the event; only if that inserted a row: its deliveries, the job moved forward
 # (status only from a lower rank; provider_task_id only if unset; a terminal status
-# ends polling) and a NOTIFY. PostgreSQL runs every data-modifying CTE exactly once.
+# ends polling), its entry in the stream's feed and a NOTIFY. PostgreSQL runs every
+# data-modifying CTE exactly once.
 _INGEST = """
 WITH event AS (
     INSERT INTO events (id, job_id, provider, provider_task_id, type, body, created_at)
@@ -78,6 +80,9 @@ WITH event AS (
         poll_lease_until = CASE WHEN status = ANY($12::text[]) AND $14
             THEN NULL ELSE poll_lease_until END
     WHERE id = $2 AND EXISTS (SELECT 1 FROM event)
+), feed AS (
+    INSERT INTO feed (type, job_id, ref, provider, event_id, created_at)
+    SELECT $5, $2, $18, $3, event.id, $7 FROM event
 ), wake AS (
     SELECT pg_notify($15, $16) FROM event WHERE $17
 )
@@ -86,7 +91,10 @@ SELECT (SELECT count(*) FROM event) + 0 * (SELECT count(*) FROM wake)
 
 # One attempt's outcome ($1: it counts as an attempt) or a release (only the due time
 # and the lease change); a delivery pending again ($10) wakes every process's worker.
-_OUTCOME = """
+# The attempt's row, its feed entry and its sink-health change ride in the same
+# statement (``postgres_observe.OUTCOME_CTES``).
+_OUTCOME = (
+    """
 WITH changed AS (
     UPDATE deliveries SET
         state = CASE WHEN $1 THEN $2 ELSE state END,
@@ -98,9 +106,14 @@ WITH changed AS (
         lease_owner = NULL, lease_until = NULL
     WHERE id = $7 AND state = 'pending'
     RETURNING 1
-)
-SELECT pg_notify($8, $9) FROM changed WHERE $10
+), work_wake AS (
+    SELECT pg_notify($8, $9) FROM changed WHERE $10
+), """
+    + postgres_observe.OUTCOME_CTES
+    + """
+SELECT (SELECT count(*) FROM changed) + 0 * (SELECT count(*) FROM work_wake)
 """
+)
 
 
 @dataclass(slots=True)
@@ -132,7 +145,7 @@ def _where(where: DeliveryFilter, first: int) -> tuple[str, list[Any]]:
     return filter_clause(where, lambda n: f"${first + n - 1}")
 
 
-class PostgresStore(OutcomeShorthands):
+class PostgresStore(PostgresObservations, OutcomeShorthands):
     """The ``Store`` on PostgreSQL; see the module docstring."""
 
     def __init__(
@@ -171,6 +184,7 @@ class PostgresStore(OutcomeShorthands):
 
     async def close(self) -> None:
         self._closed = True
+        await self._close_observations()
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
@@ -333,7 +347,10 @@ class PostgresStore(OutcomeShorthands):
             CHANNEL,
             self.schema,
             wake,
+            event.data["ref"],
         )
+        if inserted:
+            self._feed_appended()
         if inserted and wake:
             self._signal.notify()
         return bool(inserted)
@@ -367,7 +384,7 @@ class PostgresStore(OutcomeShorthands):
             "  ORDER BY next_attempt_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
             " UPDATE deliveries AS d SET lease_owner = $4, lease_until = $5"
             " FROM due, events AS e WHERE d.id = due.id AND e.id = d.event_id"
-            " RETURNING d.*, e.body",
+            " RETURNING d.*, e.body, e.type AS event_type",
             now,
             list(exclude_sinks),
             limit,
@@ -380,7 +397,7 @@ class PostgresStore(OutcomeShorthands):
     async def record_outcome(self, outcome: DeliveryOutcome) -> None:
         """One statement; a delivery put back in the queue also NOTIFYs (see ``_OUTCOME``)."""
         decision = outcome.decision
-        await (await self._db()).execute(
+        await (await self._db()).fetchval(
             _OUTCOME,
             decision.counts_attempt,
             decision.state.value,
@@ -392,20 +409,24 @@ class PostgresStore(OutcomeShorthands):
             CHANNEL,
             self.schema,
             decision.requeued,
+            *postgres_observe.outcome_params(outcome),
         )
+        if outcome.feed is not None:
+            self._feed_appended()
         if decision.requeued:
             self._signal.notify()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         row = await (await self._db()).fetchrow(
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1", delivery_id
+            f"SELECT {DELIVERY_VIEW_COLUMNS} FROM deliveries WHERE id = $1", delivery_id
         )
         return None if row is None else _delivery(row)
 
     async def list_deliveries(self, where: DeliveryFilter, *, limit: int = 100) -> list[Delivery]:
         clause, params = _where(where, 2)
         rows = await (await self._db()).fetch(
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {clause} ORDER BY seq DESC LIMIT $1",
+            f"SELECT {DELIVERY_VIEW_COLUMNS} FROM deliveries WHERE {clause}"
+            " ORDER BY seq DESC LIMIT $1",
             limit,
             *params,
         )

@@ -23,11 +23,13 @@ from typing import Any
 
 from receiver.errors import ConfigError, IdempotencyMismatch, NotFound
 from receiver.events import Delivery, DueDelivery, Event, Job, JobStatus, new_id
-from receiver.store import sqlite_schema
+from receiver.feed import event_entry
+from receiver.store import sqlite_observe, sqlite_schema
 from receiver.store.base import DeliveryFilter, DeliveryOutcome, Ingest, OutcomeShorthands
 from receiver.store.group_commit import CommitStats, GroupCommitter
 from receiver.store.rows import (
     DELIVERY_COLUMNS,
+    DELIVERY_VIEW_COLUMNS,
     JOB_COLUMNS,
     TERMINAL,
     delivery_from_row,
@@ -36,6 +38,7 @@ from receiver.store.rows import (
     job_values,
     statuses_behind,
 )
+from receiver.store.sqlite_observe import SqliteObservations
 from receiver.store.wakeup import WorkSignal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -71,7 +74,7 @@ def _where(where: DeliveryFilter) -> tuple[str, list[Any]]:
     return filter_clause(where, lambda _: "?")
 
 
-class SqliteStore(OutcomeShorthands):
+class SqliteStore(SqliteObservations, OutcomeShorthands):
     """The ``Store`` on one SQLite file; see the module docstring."""
 
     def __init__(
@@ -277,6 +280,7 @@ class SqliteStore(OutcomeShorthands):
             ).rowcount
             if not inserted:
                 return False
+            sqlite_observe.append_feed(c, [event_entry(event, record.now)])
             c.executemany(
                 "INSERT INTO deliveries (id, event_id, job_id, sink, state, next_attempt_at,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)"
@@ -291,6 +295,8 @@ class SqliteStore(OutcomeShorthands):
             return True
 
         inserted = await self._writer.submit(run)
+        if inserted:
+            self._feed_appended()
         if inserted and (record.sinks or record.job_status is not None):
             self._signal.notify()
         return inserted
@@ -373,17 +379,25 @@ class SqliteStore(OutcomeShorthands):
             )
             params = (_us_or_none(decision.at), outcome.delivery_id)
 
-        def run(c: sqlite3.Connection) -> None:
-            c.execute(sql, params)
+        def run(c: sqlite3.Connection) -> bool:
+            applied = c.execute(sql, params).rowcount > 0
+            if applied and outcome.attempt is not None:
+                sqlite_observe.record_attempt(c, outcome.delivery_id, outcome.attempt)
+            if applied and outcome.feed is not None:
+                sqlite_observe.append_feed(c, [outcome.feed])
+            if outcome.health is not None:
+                sqlite_observe.apply_health(c, outcome.health)
+            return applied and outcome.feed is not None
 
-        await self._writer.submit(run)
+        if await self._writer.submit(run):
+            self._feed_appended()
         if decision.requeued:
             self._signal.notify()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         def run(c: sqlite3.Connection) -> Delivery | None:
             row = c.execute(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
+                f"SELECT {DELIVERY_VIEW_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
             ).fetchone()
             return None if row is None else _delivery(row)
 
@@ -394,7 +408,7 @@ class SqliteStore(OutcomeShorthands):
 
         def run(c: sqlite3.Connection) -> list[Delivery]:
             rows = c.execute(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {clause}"
+                f"SELECT {DELIVERY_VIEW_COLUMNS} FROM deliveries WHERE {clause}"
                 " ORDER BY seq DESC LIMIT ?",
                 (*params, limit),
             )

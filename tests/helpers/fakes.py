@@ -9,23 +9,26 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from handlers.providers import ProviderConfig, SubmitResult, SubmitSpec
-from handlers.sinks.base import SinkConfig
+from handlers.sinks.base import SinkAnswer, SinkConfig
 from receiver.errors import DeliveryFailed, Unauthorized
 from receiver.events import CallbackMode, Event, ProviderUpdate, UpdateState
 
 
 class ScriptedSink:
-    """A sink answering from a script: an ``int`` is a success with that status (None
-    for a sink without one), a ``DeliveryFailed`` is raised. The last answer repeats."""
+    """A sink answering from a script: an ``int`` (or a ``SinkAnswer``) is a success
+    with that status (None for a sink without one), a ``DeliveryFailed`` is raised. The
+    last answer repeats."""
 
     type: ClassVar[str] = "scripted"
 
-    def __init__(self, name: str = "hook", *answers: int | DeliveryFailed | None, **config: Any):
+    def __init__(
+        self, name: str = "hook", *answers: int | SinkAnswer | DeliveryFailed | None, **config: Any
+    ):
         self.config = SinkConfig(name, self.type, **config)
-        self.answers: list[int | DeliveryFailed | None] = list(answers) or [None]
+        self.answers: list[int | SinkAnswer | DeliveryFailed | None] = list(answers) or [None]
         self.sent: Counter[str] = Counter()
 
-    async def deliver(self, event: Event) -> int | None:
+    async def deliver(self, event: Event) -> SinkAnswer | int | None:
         self.sent[event.id] += 1
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, DeliveryFailed):
