@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -59,29 +58,34 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+SINK_COLUMNS = ("name", "type", "state", "backlog", "dead", "last_error")
+
+
 def sinks_command(load: Loader) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
-        from receiver.sink_report import render_sinks, sink_views
+        from receiver.cli_output import print_rows, wants_json
+        from receiver.sink_report import sink_views
         from receiver.store import open_store
+        from receiver.store_check import probe_store, require_sqlite_file, store_failure
 
         settings = load()
+        url = settings.database_url
+        require_sqlite_file(url)  # like jobs / deliveries: never create a store
 
         async def main() -> list[dict[str, Any]]:
-            store = open_store(settings.database_url)
+            await probe_store(url)
+            store = open_store(url)
             try:
-                await store.migrate()
+                try:
+                    await store.migrate()
+                except Exception as exc:
+                    raise store_failure(exc, url) from None
                 return await sink_views(settings.sinks, store)
             finally:
                 await store.close()
 
         views = asyncio.run(main())
-        if args.json:
-            for view in views:
-                print(json.dumps(view, sort_keys=True))
-        elif views:
-            print(render_sinks(views))
-        else:
-            print("no sinks configured")
+        print_rows(views, SINK_COLUMNS, as_json=wants_json(args.json), empty="no sinks configured")
         return 0
 
     return command
@@ -126,7 +130,9 @@ def register(verbs: Any, load: Loader) -> None:
     tail.set_defaults(run=cmd_tail)
 
     sinks = verbs.add_parser("sinks", help="each sink's health, backlog and dead letters")
-    sinks.add_argument("--json", action="store_true", help="one JSON object per sink")
+    sinks.add_argument(
+        "--json", action="store_true", help="JSON lines (the default when stdout is not a terminal)"
+    )
     sinks.set_defaults(run=sinks_command(load))
 
     sink = verbs.add_parser("sink", help="act on one sink")

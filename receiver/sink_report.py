@@ -44,30 +44,6 @@ async def sink_views(sinks: Mapping[str, SinkConfig], store: Store) -> list[dict
     return views
 
 
-def render_sinks(views: list[dict[str, Any]]) -> str:
-    """A fixed-width table of ``sink_views`` for a terminal."""
-    header = ("SINK", "TYPE", "STATE", "BACKLOG", "DEAD", "LAST ERROR")
-    rows = [
-        (
-            v["name"],
-            v["type"],
-            v["state"],
-            str(v["backlog"]),
-            str(v["dead"]),
-            (v["last_error"] or "-")[:80],
-        )
-        for v in views
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-        + "  "
-        + row[-1]
-        for row in [header, *rows]
-    ]
-    return "\n".join(lines)
-
-
 def relay_test_event() -> Event:
     """A ``relay.test`` event shaped like every other (a fresh id each time, so no
     receiver discards it as a duplicate)."""

@@ -70,19 +70,20 @@ async def test_sink_test_sends_one_signed_relay_test_event(tmp_path: Path) -> No
 
 
 async def test_sinks_lists_each_sink_from_the_store(tmp_path: Path) -> None:
+    """JSON lines when stdout is a pipe (a table on a terminal); no store, no listing."""
     config = stack_config("http://127.0.0.1:9", "http://127.0.0.1:9/hooks", tmp_path / "e.jsonl")
     (tmp_path / "relay.toml").write_text(config)
-    table = await asyncio.to_thread(_relay, _env(tmp_path), "sinks")
-    assert table.returncode == 0, table.stderr
-    header, *rows = table.stdout.splitlines()
-    assert header.split()[:5] == ["SINK", "TYPE", "STATE", "BACKLOG", "DEAD"]
-    assert sorted(row.split()[:5] for row in rows) == [
-        ["file", "file", "ok", "0", "0"],
-        ["http", "http", "ok", "0", "0"],
-    ]
-    listed = await asyncio.to_thread(_relay, _env(tmp_path), "sinks", "--json")
+    missing = await asyncio.to_thread(_relay, _env(tmp_path), "sinks")
+    assert missing.returncode == 1
+    assert "no store at" in missing.stderr
+    assert (await asyncio.to_thread(_relay, _env(tmp_path), "migrate")).returncode == 0
+    listed = await asyncio.to_thread(_relay, _env(tmp_path), "sinks")
+    assert listed.returncode == 0, listed.stderr
     views = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert {v["name"]: v["state"] for v in views} == {"http": "ok", "file": "ok"}
+    assert {v["name"]: (v["type"], v["state"], v["backlog"], v["dead"]) for v in views} == {
+        "http": ("http", "ok", 0, 0),
+        "file": ("file", "ok", 0, 0),
+    }
 
 
 async def test_tail_prints_one_line_per_event_of_the_job(tmp_path: Path) -> None:
