@@ -37,18 +37,22 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # "Authorization: Bearer x", "Basic x"
     (re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.I), r"\1 " + REDACTED),
     # a URL's query string and user info
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s\"'@]+@", re.I), r"\1" + REDACTED + "@"),
+    (re.compile(r"(\b[a-z][a-z0-9+.-]{0,30}://)[^/\s\"'@]{1,256}@", re.I), r"\1" + REDACTED + "@"),
     (re.compile(r"(\bhttps?://[^\s\"'?#]+)\?[^\s\"'#]*", re.I), r"\1?" + REDACTED),
-    # key = value / "key": "value" where the key names a secret
-    (
-        re.compile(
-            r"""(["']?[\w.-]*(?:secret|token|password|passwd|api_?key|apikey|signature|"""
-            r"""credential|authorization)[\w.-]*["']?\s*[:=]\s*["']?)([^"'\s,&;}<]+)""",
-            re.I,
-        ),
-        r"\1" + REDACTED,
-    ),
 )
+# key = value / "key": "value" (the key checked for a secret's name in ``_keyed``); the
+# bounded key keeps the scan linear on long bodies
+_KEY_VALUE = re.compile(r"""(?<![\w.-])([\w.-]{1,64})(["']?\s*[:=]\s*["']?)([^"'\s,&;}<]+)""")
+_SECRET_WORD = re.compile(
+    r"secret|token|password|passwd|api_?key|apikey|signature|credential|authorization", re.I
+)
+
+
+def _keyed(match: re.Match[str]) -> str:
+    key, between, _value = match.groups()
+    if _SECRET_WORD.search(key):
+        return key + between + REDACTED
+    return match.group(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +173,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
             text = text.replace(secret, REDACTED)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
-    return text
+    return _KEY_VALUE.sub(_keyed, text)
 
 
 def response_excerpt(body: bytes | str | None, secrets: Iterable[str] = ()) -> str | None:

@@ -72,12 +72,13 @@ async def test_stream_carries_committed_events_in_order_and_resumes(tmp_path: Pa
         )
         rest = await collect(resumed, "upscale.completed", job["job_id"])
         await resumed.aclose()
-        assert [i.cursor for i in rest] == [i.cursor for i in seen[1:]]
+        # the job's delivery outcomes come too (they carry its job_id): compare events
+        assert [i.cursor for i in events_of(rest, job["job_id"])] == [i.cursor for i in seen[1:]]
 
         history = stream_items(stack.base_url, API_TOKEN, FeedFilter(job_id=job["job_id"]))
         replayed = await collect(history, "upscale.completed", job["job_id"])
         await history.aclose()
-        assert [i.data for i in replayed] == stored
+        assert [i.data for i in events_of(replayed, job["job_id"])] == stored
 
 
 async def test_wire_format_filters_and_keepalive(
