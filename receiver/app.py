@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse, Response
 from receiver.bootstrap import announce_generated, bootstrap, exit_on_user_error
 from receiver.errors import ConfigError, RelayError
 from receiver.logs import RequestLogMiddleware, configured_secrets, register_secrets
-from receiver.routes import callbacks, deliveries, docs, health, jobs, ui, upscales
+from receiver.retention import run_retention
+from receiver.routes import callbacks, deliveries, docs, health, jobs, stream, ui, upscales
 from receiver.runtime import Runtime
 from receiver.settings import DeliveryMode, Settings
 from receiver.store import Store
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
                 background.append(asyncio.create_task(worker.run(), name="relay-worker"))
                 poller = runtime.poller.run()
                 background.append(asyncio.create_task(poller, name="relay-poller"))
+                pruner = run_retention(runtime.store, resolved.retention_days)
+                background.append(asyncio.create_task(pruner, name="relay-retention"))
             elif resolved.delivery_mode is DeliveryMode.INLINE:
                 state["inline_worker"] = runtime.worker()
             log.info(
@@ -87,6 +90,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             *upscales.routes,
             *jobs.routes,
             *deliveries.routes,
+            *stream.routes,
             *callbacks.routes,
             *ui.routes,
             *docs.routes,

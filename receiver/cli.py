@@ -28,6 +28,8 @@ from receiver.bootstrap import (
     bootstrap,
     error_line,
 )
+from receiver.cli_observe import add_wait_arguments
+from receiver.cli_observe import register as register_observe_verbs
 from receiver.errors import ConfigError
 from receiver.events import DeliveryState, JobStatus
 from receiver.settings import SECRET_KEY, DeliveryMode, Settings, unused_sinks
@@ -100,6 +102,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 async def _worker(settings: Settings, *, once: bool, budget_s: float) -> int:
     from receiver.once import work_once
+    from receiver.retention import run_retention
     from receiver.runtime import Runtime
 
     if once:
@@ -107,7 +110,11 @@ async def _worker(settings: Settings, *, once: bool, budget_s: float) -> int:
         return 0
     async with Runtime.open(settings) as runtime:
         worker = runtime.worker(grace_s=SHUTDOWN_GRACE_S)
-        tasks = [asyncio.create_task(worker.run()), asyncio.create_task(runtime.poller.run())]
+        tasks = [
+            asyncio.create_task(worker.run()),
+            asyncio.create_task(runtime.poller.run()),
+            asyncio.create_task(run_retention(runtime.store, settings.retention_days)),
+        ]
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             # a deploy's SIGTERM: finish in-flight deliveries instead of abandoning them
@@ -194,6 +201,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
         await probe_store(settings.database_url)
         async with Runtime.open(settings) as runtime:
+            after = await runtime.store.feed_head() if args.wait else None
             body: dict[str, Any] = {
                 "provider": args.provider,
                 "parent_id": args.parent,
@@ -206,6 +214,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
             submitter = runtime.submitter
             job, _created = await submitter.submit(submitter.parse(body), args.idempotency_key)
             _print_json(job.view())
+            if args.wait:
+                from receiver.tail import wait_for_job
+
+                return await wait_for_job(runtime.store, job.id, after, timeout_s=args.timeout)
         return 0
 
     return asyncio.run(main())
@@ -257,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--ref")
     submit.add_argument("--sink", action="append", help="override the routes (repeatable)")
     submit.add_argument("--idempotency-key")
+    add_wait_arguments(submit)
     submit.set_defaults(run=cmd_submit)
 
     jobs = verbs.add_parser("jobs", help="list jobs (needs only DATABASE_URL)")
@@ -295,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen_secret = verbs.add_parser("gen-secret", help="print a fresh whsec_… secret")
     gen_secret.set_defaults(run=cmd_gen_secret)
+    # sinks and sink test read relay.toml's sinks (and the store) but no secret
+    register_observe_verbs(verbs, lambda: bootstrap(needs=()))
     return parser
 
 

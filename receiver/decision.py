@@ -41,6 +41,7 @@ class AttemptResult:
     #: a delivered attempt that skipped part of the work on purpose (``DeliveryNote``)
     note: str | None = None
     note_reason: str | None = None
+    response_body: bytes | None = None  # the start of what the destination answered
 
     @classmethod
     def failed(
@@ -55,6 +56,7 @@ class AttemptResult:
             permanent=failure.permanent,
             retry_after_s=failure.retry_after_s,
             throttled=failure.throttled,
+            response_body=failure.response_body,
         )
 
     @property

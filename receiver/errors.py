@@ -193,6 +193,7 @@ class DeliveryFailed(RelayError):
     retry policy classify by status. ``retry_after_s`` honours the sink's wish.
     ``throttled`` means the sink held the event back itself (local pacing) and sent
     nothing: the delivery goes back to the queue without using up an attempt.
+    ``response_body``: the start of the destination's answer (kept redacted).
     """
 
     code = "delivery_failed"
@@ -205,9 +206,11 @@ class DeliveryFailed(RelayError):
         permanent: bool | None = None,
         retry_after_s: float | None = None,
         throttled: bool = False,
+        response_body: bytes | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.permanent = permanent
         self.retry_after_s = retry_after_s
         self.throttled = throttled
+        self.response_body = response_body

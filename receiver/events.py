@@ -44,11 +44,13 @@ _STATUS_RANK = {
 
 
 class EventType(StrEnum):
-    """The three event types every sink may receive."""
+    """The three event types every sink may receive, and ``relay.test``, which only
+    ``relay sink test NAME`` sends (never routed, never stored)."""
 
     PROGRESS = "upscale.progress"
     COMPLETED = "upscale.completed"
     FAILED = "upscale.failed"
+    TEST = "relay.test"
 
 
 class UpdateState(StrEnum):
@@ -335,11 +337,13 @@ class Delivery:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    event_type: str | None = field(default=None, compare=False)  # where the store joined it
 
     def view(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "event_id": self.event_id,
+            "event_type": self.event_type,
             "job_id": self.job_id,
             "sink": self.sink,
             "state": self.state.value,

@@ -114,16 +114,20 @@ class Ingestor:
         """Commit ``update`` as an event with its deliveries; a duplicate is a no-op."""
         record = self.prepare(provider, update, job)
         inserted = await self.store.ingest(record)
-        return self._recorded(provider, record, inserted, announce=announce)
+        return self._recorded(provider, record, job, inserted, announce=announce)
 
     def _recorded(
-        self, provider: str, record: Ingest, inserted: bool, *, announce: bool
+        self, provider: str, record: Ingest, job: Job | None, inserted: bool, *, announce: bool
     ) -> Outcome:
         event = record.event
         if inserted:
             # the store's wake-up reaches the worker and (a job that ended may free a
             # provider slot for queued jobs) the poller
             self.metrics.events.labels(provider, event.type.value).inc()
+            ended = record.job_status is not None and record.finished_at is not None
+            if job is not None and ended and not job.external:
+                status = record.job_status.value if record.job_status else ""
+                self.metrics.observe_job(provider, status, job.created_at, record.now)
             # a callback's one line (callback.accepted) says the same: debug for those
             (log.info if announce else log.debug)(
                 "event.recorded",
@@ -194,7 +198,7 @@ class Ingestor:
 
         job, record, inserted = await self.store.ingest_for(lookup, plan)
         if record is not None:
-            return self._recorded(provider.name, record, inserted, announce=False)
+            return self._recorded(provider.name, record, job, inserted, announce=False)
         [update] = updates
         if job is None:  # a task started elsewhere (account-level, confirm_by_poll)
             job = await self._track_external(provider, update)

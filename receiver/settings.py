@@ -83,6 +83,7 @@ class Settings:
     throttle_budget_s: float = field(default=3600.0, metadata=toml("delivery", min=0))
     #: let sinks fetch image URLs that resolve to loopback, private … addresses
     allow_private_image_urls: bool = field(default=False, metadata=toml("relay"))
+    retention_days: float = field(default=30.0, metadata=toml("relay"))
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     sinks: Mapping[str, SinkConfig] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()

@@ -1,7 +1,9 @@
 """The delivery worker: claim due deliveries, then for each one *attempt* (call the
 sink), *decide* (``receiver.decision.decide``, pure) and *record* (one outcome, written
-with the others that are ready: one ``Store.record_outcomes`` trip per batch).
-Per-sink concurrency limits and circuit breakers (``receiver.circuit``) live here too.
+with the others that are ready: one ``Store.record_outcomes`` trip per batch, which also
+writes each attempt's row, its entry in the stream's feed and its sink-health change).
+Per-sink concurrency limits live here; the circuit breakers are shared by every worker
+through the store (``receiver.sink_health``).
 
 Claims are batched as well: while deliveries are in flight the worker tops its batch up
 at most every ``REFILL_WAIT_S`` instead of after each completion, so a backlog costs one
@@ -10,6 +12,7 @@ claim trip per many deliveries."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -18,14 +21,22 @@ from datetime import datetime, timedelta
 import structlog
 
 from handlers.sinks import Sink
-from handlers.sinks.base import DeliveryNote
+from handlers.sinks.base import DeliveryNote, answer_of
+from receiver.attempts import (
+    NewAttempt,
+    destination_host,
+    known_secrets,
+    redact,
+    response_excerpt,
+)
 from receiver.batching import Batcher
-from receiver.circuit import Circuit, CircuitState
 from receiver.decision import AttemptResult, Decision, Disposition, RetryPolicy, decide
 from receiver.errors import DeliveryFailed
-from receiver.events import DueDelivery, Event, utcnow
+from receiver.events import Delivery, DueDelivery, Event, utcnow
+from receiver.feed import FeedEntry, OutcomeType, outcome_entry
 from receiver.metrics import Metrics
 from receiver.retry import Verdict
+from receiver.sink_health import HealthChange, HealthState, SinkBoard
 from receiver.store import DeliveryOutcome, Store
 
 log = structlog.get_logger("relay.worker")
@@ -66,14 +77,13 @@ class DeliveryWorker:
         self.owner = owner or "w-" + secrets.token_hex(4)
         self.grace_s = grace_s
         self._clock = clock
-        self.circuits = {
-            name: Circuit(
-                sink.config.circuit_failure_threshold,
-                sink.config.circuit_probe_interval_s,
-                clock=clock,
-            )
+        self.board = SinkBoard(store, {name: sink.config for name, sink in sinks.items()})
+        self._hosts = {
+            name: destination_host(sink.config.options, getattr(sink, "destination_host", None))
             for name, sink in sinks.items()
         }
+        self._secrets = {name: known_secrets(sink.config.options) for name, sink in sinks.items()}
+        self._probes: set[str] = set()  # deliveries this worker claimed as a circuit's probe
         self._semaphores = {
             name: asyncio.Semaphore(sink.config.max_concurrency) for name, sink in sinks.items()
         }
@@ -126,17 +136,24 @@ class DeliveryWorker:
             # let completions add up: one claim for many freed slots, not one per slot
             await asyncio.wait(self._in_flight, timeout=REFILL_WAIT_S)
             room = self.batch - len(self._in_flight)
-        for circuit in self.circuits.values():
-            circuit.refresh()
-        not_ok = [n for n, c in self.circuits.items() if c.state is not CircuitState.OK]
-        not_ok += [n for n in self._paused_until if self._pause_left_s(n) > 0 and n not in not_ok]
+        await self.board.refresh()
+        blocked = self.board.blocked()
+        blocked += [n for n in self._paused_until if self._pause_left_s(n) > 0 and n not in blocked]
         lease_ends = self._clock() + self.lease_s  # no later than the store's lease_until
-        due = await self._claim(room, exclude_sinks=not_ok)
-        for name, circuit in self.circuits.items():
-            if circuit.state is CircuitState.PROBING and not circuit.probe_in_flight:
-                probe = await self._claim(1, exclude_sinks=[n for n in self.circuits if n != name])
-                circuit.probe_in_flight = bool(probe)
-                due += probe
+        due = await self._claim(room, exclude_sinks=blocked)
+        now = utcnow()
+        for name in self.board.probe_candidates(now):
+            probe = await self.store.claim_probe(
+                name,
+                now,
+                owner=self.owner,
+                lease_s=self.lease_s,
+                probe_interval_s=self.sinks[name].config.circuit_probe_interval_s,
+            )
+            if probe is not None:  # this worker won the probe for every process
+                self._probes.add(probe.delivery.id)
+                self.board.invalidate()
+                due.append(probe)
         for item in due:
             task = asyncio.create_task(self._deliver(item, lease_ends))
             self._in_flight.add(task)
@@ -190,6 +207,8 @@ class DeliveryWorker:
         except Exception:
             # recording the outcome failed: the lease runs out and the delivery is retried
             log.exception("delivery.record_failed", delivery_id=item.delivery.id)
+        finally:
+            self._probes.discard(item.delivery.id)
 
     async def _deliver_one(self, item: DueDelivery, lease_ends: float) -> None:
         """Attempt under the sink's concurrency slot, decide, record, report."""
@@ -203,10 +222,12 @@ class DeliveryWorker:
         sink = self.sinks.get(delivery.sink)
         if sink is None:
             error = f"sink {delivery.sink!r} is no longer configured"
-            await self._record(delivery.id, Decision.dead(None, error))
+            now = utcnow()
+            decision = Decision.dead(None, error)
+            feed = self._feed_entry(item, decision, None, now)
+            await self._record(delivery.id, decision, now, feed=feed)
             bound.warning("delivery.dead", reason="sink_not_configured")
             return
-        circuit = self.circuits[delivery.sink]
         slots = self._semaphores[delivery.sink]
         waited = slots.locked()
         async with slots:
@@ -216,11 +237,12 @@ class DeliveryWorker:
             # would deliver it twice. Left alone, it is re-claimed when the lease expires.
             margin_s = min(sink.config.timeout_s, self.lease_s / 2)
             if waited and self._clock() > lease_ends - margin_s:
-                circuit.probe_in_flight = False  # if this was the probe, it never went out
+                # (a probe that never went out: its lease runs out, another worker probes)
                 bound.info("delivery.lease_expired_waiting")
                 return
-            if circuit.state is CircuitState.PAUSED:
-                # claimed before the circuit opened: put it back untried
+            probe = delivery.id in self._probes
+            if not probe and self.board.state(delivery.sink) is not HealthState.OK:
+                # claimed before the circuit opened (here or anywhere): back untried
                 await self._record(delivery.id, Decision.released(utcnow()))
                 return
             pause_s = self._pause_left_s(delivery.sink)
@@ -241,9 +263,25 @@ class DeliveryWorker:
             throttled_for_s=self._note_throttling(delivery.sink, result),
             throttle_budget_s=self.policy.throttle_budget_s,
         )
-        _update_circuit(circuit, result)
-        await self._record(delivery.id, decision, now)
-        self._report(delivery.sink, result, decision, now, circuit, bound)
+        health = _health_change(delivery.sink, sink.config.circuit_failure_threshold, result, now)
+        if health is not None and health.up and health.error is None:
+            known = self.board.health(delivery.sink)
+            if known.state is HealthState.OK and known.failures == 0:
+                health = None  # nothing to reset (as of the last look): spare the hot path
+        if decision.disposition is Disposition.RELEASED and not decision.rate_limited:
+            await self._record(delivery.id, decision, now)  # nothing was sent
+        else:  # a rate-limit answer uses no attempt, but it is one on the record
+            await self._record(
+                delivery.id,
+                decision,
+                now,
+                attempt=self._attempt_row(delivery.sink, result),
+                feed=self._feed_entry(item, decision, result, now),
+                health=health,
+            )
+        if health is not None and not health.up:
+            self.board.invalidate()  # this failure may have paused the sink for everyone
+        self._report(delivery.sink, result, decision, now, bound)
 
     def _pause_left_s(self, sink: str) -> float:
         return self._paused_until.get(sink, 0.0) - self._clock()
@@ -271,7 +309,7 @@ class DeliveryWorker:
         started_at = utcnow()
         started = time.perf_counter()
         try:
-            answer = await sink.deliver(event)
+            raw = await sink.deliver(event)
         except DeliveryFailed as exc:
             failure = exc
         except Exception as exc:  # a sink bug must not kill the worker
@@ -279,27 +317,80 @@ class DeliveryWorker:
             failure = DeliveryFailed(f"sink error: {type(exc).__name__}")
         else:
             duration_s = time.perf_counter() - started
-            if isinstance(answer, DeliveryNote):
+            if isinstance(raw, DeliveryNote):
                 return AttemptResult(
                     ok=True,
                     started_at=started_at,
                     duration_s=duration_s,
-                    status=answer.status,
-                    note=answer.message,
-                    note_reason=answer.reason,
+                    status=raw.status,
+                    note=raw.message,
+                    note_reason=raw.reason,
+                    response_body=raw.message.encode(),
                 )
+            answer = answer_of(raw)
             return AttemptResult(
-                ok=True, started_at=started_at, duration_s=duration_s, status=answer
+                ok=True,
+                started_at=started_at,
+                duration_s=duration_s,
+                status=answer.status,
+                response_body=answer.body,
             )
         duration_s = time.perf_counter() - started
-        return AttemptResult.failed(failure, started_at=started_at, duration_s=duration_s)
+        result = AttemptResult.failed(failure, started_at=started_at, duration_s=duration_s)
+        # a sink's message may quote the destination's answer, which may echo a secret:
+        # what is kept (last_error, the attempt, the stream, the log) is redacted
+        error = redact(result.error or "", self._secrets.get(sink.config.name, ()))
+        return dataclasses.replace(result, error=error or result.error)
 
     async def _record(
-        self, delivery_id: str, decision: Decision, now: datetime | None = None
+        self,
+        delivery_id: str,
+        decision: Decision,
+        now: datetime | None = None,
+        *,
+        attempt: NewAttempt | None = None,
+        feed: FeedEntry | None = None,
+        health: HealthChange | None = None,
     ) -> None:
         """The one outcome per claim (written in a batch with the others that are ready)."""
-        outcome = DeliveryOutcome(delivery_id, decision, now or utcnow())
+        outcome = DeliveryOutcome(
+            delivery_id, decision, now or utcnow(), attempt=attempt, feed=feed, health=health
+        )
         await self._outcomes.submit(outcome)
+
+    def _attempt_row(self, sink: str, result: AttemptResult) -> NewAttempt:
+        """The attempt as recorded: the destination's host only, a redacted excerpt."""
+        return NewAttempt(
+            started_at=result.started_at,
+            duration_ms=result.duration_s * 1000,
+            status=result.status,
+            error=None if result.ok else (result.error or "delivery failed"),
+            host=self._hosts.get(sink),
+            response_excerpt=response_excerpt(result.response_body, self._secrets.get(sink, ())),
+        )
+
+    @staticmethod
+    def _feed_entry(
+        item: DueDelivery, decision: Decision, result: AttemptResult | None, now: datetime
+    ) -> FeedEntry:
+        """The stream's ``delivery.*`` entry for this outcome."""
+        delivery: Delivery = item.delivery
+        kind = {
+            Disposition.DELIVERED: OutcomeType.DELIVERED,
+            Disposition.RETRY: OutcomeType.RETRY_SCHEDULED,
+            Disposition.RELEASED: OutcomeType.RETRY_SCHEDULED,  # rate limited: back later
+        }.get(decision.disposition, OutcomeType.DEAD)
+        return outcome_entry(
+            kind,
+            delivery,
+            item.event,
+            attempt=delivery.attempts + 1,
+            status=decision.status if result is None else result.status,
+            error=decision.error,
+            duration_ms=None if result is None else result.duration_s * 1000,
+            next_attempt_at=decision.at if kind is OutcomeType.RETRY_SCHEDULED else None,
+            now=now,
+        )
 
     def _report(
         self,
@@ -307,7 +398,6 @@ class DeliveryWorker:
         result: AttemptResult,
         decision: Decision,
         now: datetime,
-        circuit: Circuit,
         bound: structlog.BoundLogger,
     ) -> None:
         """One metric and one log line per attempt."""
@@ -341,21 +431,22 @@ class DeliveryWorker:
                 status=decision.status,
                 error=decision.error,
                 retry_in_s=round((decision.at - now).total_seconds(), 3),
-                circuit=circuit.state.value,
+                circuit=self.board.state(sink).value,
             )
         else:
             bound.warning("delivery.dead", status=decision.status, error=decision.error)
 
 
-def _update_circuit(circuit: Circuit, result: AttemptResult) -> None:
-    """Up when it answered (even with a permanent error); down on a retryable failure;
-    a throttled attempt (nothing sent) says nothing about the sink."""
+def _health_change(
+    sink: str, threshold: int, result: AttemptResult, now: datetime
+) -> HealthChange | None:
+    """What the attempt says about the sink: up when it answered (even with a permanent
+    error), down on a retryable failure; a throttled attempt (nothing sent) says nothing."""
     if result.throttled:
-        return
+        return None
     verdict = result.verdict
     if verdict is Verdict.RETRY:
-        circuit.failure(result.error or "delivery failed")
-    elif verdict is Verdict.DEAD:
-        circuit.success(error=result.error)
-    else:
-        circuit.success()
+        return HealthChange(sink, False, result.error or "delivery failed", threshold, now)
+    return HealthChange(
+        sink, True, result.error if verdict is Verdict.DEAD else None, threshold, now
+    )

@@ -40,6 +40,29 @@ class DeliveryNote:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class SinkAnswer:
+    """What the destination answered a delivered event: its HTTP ``status`` (None
+    where there is none: a file, a broker) and the start of its response ``body``
+    (raw; the worker keeps a redacted KiB of it with the attempt)."""
+
+    status: int | None = None
+    body: bytes = b""
+
+
+#: how much of a response body a sink hands back (the attempt keeps 1 KiB, redacted)
+ANSWER_BYTES = 8192
+
+
+def answer_of(value: SinkAnswer | DeliveryNote | int | None) -> SinkAnswer:
+    """What ``Sink.deliver`` returned, as a ``SinkAnswer`` (a ``DeliveryNote``'s status)."""
+    if isinstance(value, SinkAnswer):
+        return value
+    if isinstance(value, DeliveryNote):
+        return SinkAnswer(value.status)
+    return SinkAnswer(value)
+
+
 class Sink(Protocol):
     """A destination for events.
 
@@ -48,15 +71,17 @@ class Sink(Protocol):
     (construct with config, call with data)::
 
         sink = HttpSink(config, client)
-        status = await sink.deliver(event)
+        answer = await sink.deliver(event)
 
-    ``deliver(event)`` returns when the destination has durably accepted the event, with
-    the HTTP status it answered (None where there is none: a file, an SDK call) — or a
-    ``DeliveryNote`` (status included) when it skipped part of the work on purpose — and
-    raises ``DeliveryFailed`` otherwise: with the destination's HTTP ``status`` when it
-    answered, ``retry_after_s`` when it asked for a pause, and ``permanent=True`` for an
-    answer that no retry can fix (the retry policy classifies the rest by status). It
-    must be idempotent for the same ``event.id``: delivery is at-least-once.
+    ``deliver(event)`` returns when the destination has durably accepted the event,
+    with what it answered: a ``SinkAnswer`` (HTTP status and the start of the body,
+    which the delivery's attempt records), or just the status (None where there is
+    none: a file, an SDK call) — or a ``DeliveryNote`` (status included) when it
+    skipped part of the work on purpose. It raises ``DeliveryFailed`` otherwise: with the
+    destination's HTTP ``status`` (and ``response_body``) when it answered,
+    ``retry_after_s`` when it asked for a pause, and ``permanent=True`` for an answer
+    that no retry can fix (the retry policy classifies the rest by status). It must be
+    idempotent for the same ``event.id``: delivery is at-least-once.
 
     ``options_keys`` names the sink-specific keys of its ``[sinks.NAME]`` table (``url``,
     ``bucket`` …), besides the ``SinkConfig`` fields every sink understands; any other
@@ -74,7 +99,7 @@ class Sink(Protocol):
 
     def __init__(self, config: SinkConfig, client: HttpClient) -> None: ...
 
-    async def deliver(self, event: Event) -> int | DeliveryNote | None: ...
+    async def deliver(self, event: Event) -> SinkAnswer | DeliveryNote | int | None: ...
 
     @classmethod
     def config_problems(cls, options: Mapping[str, Any]) -> list[str]: ...

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from handlers.sinks.base import SinkConfig, required_options
+from handlers.sinks.base import SinkAnswer, SinkConfig, required_options
 from handlers.sinks.client import HttpClient
 from receiver.errors import DeliveryFailed
 from receiver.events import Event
@@ -39,14 +39,14 @@ class FileSink:
         finally:
             os.close(fd)
 
-    async def deliver(self, event: Event) -> int | None:
+    async def deliver(self, event: Event) -> SinkAnswer:
         line = (event.to_json() + "\n").encode()
         async with self._lock:
             try:
                 await asyncio.to_thread(self._append, line)
             except OSError as exc:
                 raise DeliveryFailed(f"cannot write {self._path}: {exc.strerror}") from exc
-        return None
+        return SinkAnswer(None, f"appended {len(line)} bytes to {self._path.name}".encode())
 
     async def aclose(self) -> None:
         return None

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from standardwebhooks.webhooks import Webhook
 
 from handlers.retry_after import parse_retry_after, retry_after
-from handlers.sinks.base import SinkConfig, required_options
+from handlers.sinks.base import ANSWER_BYTES, SinkAnswer, SinkConfig, required_options
 from handlers.sinks.client import Answer, HttpClient, TransportError
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, utcnow
@@ -89,7 +89,7 @@ class HttpSink:
             )
         return headers
 
-    async def deliver(self, event: Event) -> int | None:
+    async def deliver(self, event: Event) -> SinkAnswer:
         body = event.to_json()
         try:
             answer = await self._client.post(
@@ -97,12 +97,14 @@ class HttpSink:
             )
         except TransportError as exc:
             raise DeliveryFailed(exc.message) from exc
+        excerpt = answer.body[:ANSWER_BYTES]
         if answer.ok:
-            return answer.status
+            return SinkAnswer(answer.status, excerpt)
         raise DeliveryFailed(
             f"HTTP {answer.status}: {answer.text[:200]}",
             status=answer.status,
             retry_after_s=rate_limit_wait_s(answer),
+            response_body=excerpt,
         )
 
     async def aclose(self) -> None:

@@ -32,7 +32,7 @@ import httpx
 import structlog
 
 from handlers.retry_after import Answered, retry_after
-from handlers.sinks.base import DeliveryNote, SinkConfig, required_options
+from handlers.sinks.base import DeliveryNote, SinkAnswer, SinkConfig, required_options
 from handlers.sinks.client import HttpClient, TransportError
 from handlers.sinks.safe_fetch import BlockedAddress, Resolver, blocked_reason, guarded_client
 from receiver.errors import DeliveryFailed
@@ -253,7 +253,14 @@ class S3Sink:
                 return s3
             return self._s3
 
-    async def deliver(self, event: Event) -> DeliveryNote | None:
+    @property
+    def destination_host(self) -> str:
+        """The S3 endpoint's host (the attempt record names it, never a URL)."""
+        if self._endpoint_url:
+            return urlsplit(self._endpoint_url).netloc.rsplit("@", 1)[-1]
+        return f"{self._bucket}.s3.{self._region}.amazonaws.com"
+
+    async def deliver(self, event: Event) -> SinkAnswer | DeliveryNote:
         from botocore.exceptions import BotoCoreError, ClientError
 
         base = object_base(self._prefix, event)
@@ -278,7 +285,7 @@ class S3Sink:
                 else:
                     if image_key.isascii():
                         metadata["image-key"] = image_key
-            await s3.put_object(
+            put = await s3.put_object(
                 Bucket=self._bucket,
                 Key=base + ".json",
                 Body=event.to_json().encode(),
@@ -287,7 +294,11 @@ class S3Sink:
             )
         except (BotoCoreError, ClientError) as exc:
             raise s3_failure(exc, self._bucket) from exc
-        return note
+        if note is not None:
+            return note
+        status = put.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        summary = f"PutObject {base}.json ETag {put.get('ETag', '?')}"
+        return SinkAnswer(status, summary.encode())
 
     async def _copy_image(self, s3: S3Client, url: str, base: str) -> str:
         """Stream the image at ``url`` into the bucket; return its key. ``BlockedAddress``

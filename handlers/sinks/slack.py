@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from handlers.retry_after import retry_after
-from handlers.sinks.base import SinkConfig, required_options
+from handlers.sinks.base import ANSWER_BYTES, SinkAnswer, SinkConfig, required_options
 from handlers.sinks.client import HttpClient, TransportError
 from handlers.sinks.pacing import shared_bucket
 from receiver.errors import DeliveryFailed
@@ -34,6 +34,7 @@ _TITLES = {
     EventType.COMPLETED: "Upscale completed",
     EventType.FAILED: "Upscale failed",
     EventType.PROGRESS: "Upscale progress",
+    EventType.TEST: "Relay test",
 }
 _HEADERS = {"content-type": "application/json", "user-agent": "upscale-relay"}
 _FIELD_MAX = 2000
@@ -139,7 +140,7 @@ class SlackSink:
             throttled=True,
         )
 
-    async def deliver(self, event: Event) -> int | None:
+    async def deliver(self, event: Event) -> SinkAnswer:
         await self._wait_for_slot()
         body = json.dumps(slack_message(event), ensure_ascii=False, separators=(",", ":")).encode()
         try:
@@ -147,16 +148,22 @@ class SlackSink:
         except TransportError as exc:
             raise DeliveryFailed(f"Slack: {exc.message}") from exc
         status, answer = response.status, response.text.strip()[:200]
+        raw = response.body[:ANSWER_BYTES]
         if 200 <= status < 300:
-            return status
+            return SinkAnswer(status, raw)
         if status == 429:
             retry_after_s = retry_after(response) or 1.0
             self._bucket.pause(retry_after_s)
             raise DeliveryFailed(
-                f"Slack rate limited: {answer}", status=429, retry_after_s=retry_after_s
+                f"Slack rate limited: {answer}",
+                status=429,
+                retry_after_s=retry_after_s,
+                response_body=raw,
             )
         permanent = True if answer in PERMANENT_ERRORS or status in (404, 410) else None
-        raise DeliveryFailed(f"Slack HTTP {status}: {answer}", status=status, permanent=permanent)
+        raise DeliveryFailed(
+            f"Slack HTTP {status}: {answer}", status=status, permanent=permanent, response_body=raw
+        )
 
     async def aclose(self) -> None:
         return None

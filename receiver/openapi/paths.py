@@ -137,10 +137,61 @@ def v1_paths(settings: Settings) -> dict[str, Schema]:
                     "200": json_body(
                         obj({"deliveries": {"type": "array", "items": ref("Delivery")}}),
                         "The deliveries.",
-                        links=_link(
-                            "replayDelivery", "delivery_id", "$response.body#/deliveries/0/id"
-                        ),
+                        links={
+                            **_link(
+                                "replayDelivery", "delivery_id", "$response.body#/deliveries/0/id"
+                            ),
+                            **_link(
+                                "getDelivery", "delivery_id", "$response.body#/deliveries/0/id"
+                            ),
+                        },
                     ),
+                    **errors(400, 401),
+                },
+            }
+        },
+        "/v1/deliveries/{delivery_id}": {
+            "get": {
+                "operationId": "getDelivery",
+                "summary": "A delivery with its event's type and every attempt",
+                "security": BEARER,
+                "parameters": [_path("delivery_id", "a delivery's `id`")],
+                "responses": {
+                    "200": json_body(ref("DeliveryWithAttempts"), "The delivery."),
+                    **errors(401, 404),
+                },
+            }
+        },
+        "/v1/stream": {
+            "get": {
+                "operationId": "stream",
+                "summary": "Server-Sent Events: committed events and delivery outcomes, live",
+                "description": "Each message: `id:` a cursor (send it back as "
+                "`Last-Event-ID` to resume), `event:` the type (`upscale.*`, "
+                "`delivery.delivered`, `delivery.retry_scheduled`, `delivery.dead`), "
+                "`data:` one JSON object (the event sinks get, or the outcome). Without a "
+                "cursor: what commits from now on (with `job_id`: the job's history first).",
+                "security": BEARER,
+                "parameters": [
+                    _query("job_id", {"type": "string"}, "only this job"),
+                    _query("ref", {"type": "string"}, "only jobs with this ref"),
+                    _query("provider", {"type": "string"}, "only this provider"),
+                    _query("sink", {"type": "string"}, "only outcomes of this sink"),
+                    _query("type", {"type": "string"}, "types, comma-separated, `*` globs"),
+                    _query("last_event_id", {"type": "string"}, "resume after this cursor"),
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "resume after this cursor",
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "An endless event stream.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
                     **errors(400, 401),
                 },
             }

@@ -88,6 +88,20 @@ def component_schemas(settings: Settings) -> dict[str, Schema]:
         "submitted_at": nullable(TIME),
         "finished_at": nullable(TIME),
     }
+    delivery = {
+        "id": text,
+        "event_id": text,
+        "event_type": maybe_text,
+        "job_id": maybe_text,
+        "sink": text,
+        "state": delivery_state,
+        "attempts": count,
+        "next_attempt_at": nullable(TIME),
+        "last_status": nullable({"type": "integer"}),
+        "last_error": maybe_text,
+        "created_at": TIME,
+        "updated_at": TIME,
+    }
     return {
         "Error": obj(
             {"error": text, "message": text},
@@ -157,21 +171,46 @@ def component_schemas(settings: Settings) -> dict[str, Schema]:
             }
         ),
         "Job": obj(job),
-        "JobWithEvents": obj({**job, "events": {"type": "array", "items": ref("Event")}}),
-        "Delivery": obj(
+        "JobWithEvents": obj({**job, "events": {"type": "array", "items": ref("JobEvent")}}),
+        "JobEvent": {
+            "allOf": [
+                ref("Event"),
+                obj({"deliveries": {"type": "array", "items": ref("EventDelivery")}}),
+            ],
+            "description": "An event as sinks get it, plus each of its deliveries.",
+        },
+        "EventDelivery": obj(
             {
                 "id": text,
-                "event_id": text,
-                "job_id": maybe_text,
                 "sink": text,
                 "state": delivery_state,
                 "attempts": count,
-                "next_attempt_at": nullable(TIME),
                 "last_status": nullable({"type": "integer"}),
                 "last_error": maybe_text,
-                "created_at": TIME,
-                "updated_at": TIME,
             }
+        ),
+        "Delivery": obj(delivery),
+        "DeliveryWithAttempts": obj(
+            {
+                **{k: v for k, v in delivery.items() if k != "attempts"},
+                "attempt_count": count,
+                "attempts": {"type": "array", "items": ref("Attempt")},
+            },
+            description="`attempts` lists every attempt, oldest first; `attempt_count` is "
+            "the delivery's count since its last replay.",
+        ),
+        "Attempt": obj(
+            {
+                "n": {"type": "integer", "minimum": 1},
+                "started_at": {"type": "string", "format": "date-time"},
+                "duration_ms": {"type": "number", "minimum": 0},
+                "status": nullable({"type": "integer"}),
+                "error": maybe_text,
+                "host": maybe_text,
+                "response_excerpt": maybe_text,
+            },
+            description="One try: the destination's host only (never its URL) and the "
+            "first KiB of its answer, secrets redacted.",
         ),
         "ReplayFilter": obj(
             {"state": nullable(delivery_state), "sink": maybe_text, "job_id": maybe_text},
@@ -187,12 +226,15 @@ def component_schemas(settings: Settings) -> dict[str, Schema]:
                 "type": text,
                 "state": {"type": "string", "enum": ["ok", "paused", "probing"]},
                 "backlog": count,
+                "dead": count,
+                "oldest_pending_at": nullable(TIME),
                 "last_error": maybe_text,
+                "failures": count,
+                "opened_at": nullable(TIME),
                 "circuit_opened": count,
                 "circuit_closed": count,
             },
-            "circuit_opened",
-            "circuit_closed",
+            description="The sink's circuit as every process shares it (from the store).",
         ),
         "CallbackAccepted": obj(
             {"ok": {"const": True}, "event_id": maybe_text, "duplicate": {"type": "boolean"}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -54,6 +55,7 @@ async def _callback(request: Request, accept: Accept) -> Response:
     metrics = metrics_of(request)
     name = request.path_params["provider"]
     provider = ingestor_of(request).provider(name)
+    started = time.perf_counter()
     try:
         body = await read_body(request, settings.max_body_bytes)
         outcome = await accept(provider, body)
@@ -63,6 +65,8 @@ async def _callback(request: Request, accept: Accept) -> Response:
             "callback.rejected", **request_line(exc.http_status), provider=name, error=exc.code
         )
         raise
+    finally:  # a configured provider only (a 404 above never gets here): bounded labels
+        metrics.callback_seconds.labels(name).observe(time.perf_counter() - started)
     label = "duplicate" if outcome.duplicate else "accepted"
     metrics.callbacks.labels(name, label).inc()
     # the request's one log line (the middleware writes none for it)

@@ -22,8 +22,8 @@ from receiver.routes.common import (
     settings_of,
     sinks_of,
     store_of,
-    worker_of,
 )
+from receiver.sink_report import sink_views as shared_sink_views
 from receiver.store import DeliveryFilter
 
 
@@ -50,6 +50,20 @@ async def list_deliveries(request: Request) -> Response:
         where, limit=query_int(request, "limit", 100, 1000)
     )
     return json_response({"deliveries": [d.view() for d in deliveries]})
+
+
+async def get_delivery(request: Request) -> Response:
+    """The delivery with its event's type and every attempt (oldest first)."""
+    require_api_token(request)
+    store = store_of(request)
+    delivery = await store.get_delivery(request.path_params["delivery_id"])
+    if delivery is None:
+        raise NotFound("no such delivery")
+    attempts = await store.list_attempts(delivery.id)
+    body = delivery.view()
+    body["attempt_count"] = body.pop("attempts")  # the list below takes the name
+    body["attempts"] = [attempt.view() for attempt in attempts]
+    return json_response(body)
 
 
 async def retry_one(request: Request) -> Response:
@@ -84,25 +98,11 @@ async def retry_many(request: Request) -> Response:
 
 
 async def sink_views(request: Request) -> list[dict[str, Any]]:
-    """Each configured sink's health and backlog, as ``GET /v1/sinks`` (and the
-    dashboard) show them."""
-    backlog = await store_of(request).backlog_by_sink()
-    worker = worker_of(request)
-    views = []
-    for name, sink in sinks_of(request).items():
-        circuit = worker.circuits.get(name) if worker is not None else None
-        views.append(
-            {
-                "name": name,
-                "type": sink.config.type,
-                "state": circuit.state.value if circuit else "ok",
-                "backlog": backlog.get(name, 0),
-                "last_error": circuit.last_error if circuit else None,
-                "circuit_opened": circuit.opened_count if circuit else 0,
-                "circuit_closed": circuit.closed_count if circuit else 0,
-            }
-        )
-    return views
+    """Each configured sink's shared health, backlog and dead letters, as ``GET
+    /v1/sinks`` (and the dashboard) show them: read from the store, so true in every
+    delivery mode."""
+    sinks = {name: sink.config for name, sink in sinks_of(request).items()}
+    return await shared_sink_views(sinks, store_of(request))
 
 
 async def list_sinks(request: Request) -> Response:
@@ -113,6 +113,7 @@ async def list_sinks(request: Request) -> Response:
 routes = [
     Route("/v1/deliveries", list_deliveries, methods=["GET"]),
     Route("/v1/deliveries/retry", retry_many, methods=["POST"]),
+    Route("/v1/deliveries/{delivery_id}", get_delivery, methods=["GET"]),
     Route("/v1/deliveries/{delivery_id}/retry", retry_one, methods=["POST"]),
     Route("/v1/sinks", list_sinks, methods=["GET"]),
 ]

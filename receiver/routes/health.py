@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver.routes.common import json_response, metrics_of, store_of
+from receiver.events import utcnow
+from receiver.routes.common import json_response, metrics_of, settings_of, store_of
+
+log = structlog.get_logger("relay.metrics")
 
 
 async def healthz(request: Request) -> Response:
@@ -22,7 +26,12 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    body, content_type = metrics_of(request).render()
+    metrics = metrics_of(request)
+    try:
+        await metrics.refresh(store_of(request), settings_of(request).sinks, utcnow())
+    except Exception:  # the store is down: still serve this process's own counters
+        log.warning("metrics.store_unavailable", exc_info=True)
+    body, content_type = metrics.render()
     return Response(body, media_type=content_type)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,6 +18,7 @@ from receiver.routes.common import (
     sane_id,
     store_of,
 )
+from receiver.store import DeliveryFilter
 
 
 async def get_job(request: Request) -> Response:
@@ -25,7 +28,23 @@ async def get_job(request: Request) -> Response:
     job = await store.get_job(job_id) if sane_id(job_id) else None
     if job is None:
         raise NotFound("no such job")
-    return json_response(job.view(await store.list_events(job.id)))
+    body = job.view(await store.list_events(job.id))
+    deliveries = await store.list_deliveries(DeliveryFilter(job_id=job.id), limit=1000)
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for delivery in sorted(deliveries, key=lambda d: (d.created_at, d.sink)):
+        by_event.setdefault(delivery.event_id, []).append(
+            {
+                "id": delivery.id,
+                "sink": delivery.sink,
+                "state": delivery.state.value,
+                "attempts": delivery.attempts,
+                "last_status": delivery.last_status,
+                "last_error": delivery.last_error,
+            }
+        )
+    for event in body["events"]:
+        event["deliveries"] = by_event.get(event["id"], [])
+    return json_response(body)
 
 
 async def list_jobs(request: Request) -> Response:

@@ -275,12 +275,14 @@ async def delivery_page(request: Request, session: UiSession, form: Form) -> Res
         return _not_found(request, session, "No such delivery.")
     event = await store.get_event(delivery.event_id)
     pending = delivery.state is DeliveryState.PENDING
+    row = views.delivery_row(delivery, event)
+    row["attempt_list"] = [attempt.view() for attempt in await store.list_attempts(delivery.id)]
     return render(
         request,
         session,
         "delivery.html",
         title=f"Delivery {delivery.id}",
-        delivery=views.delivery_row(delivery, event),
+        delivery=row,
         event=event.as_dict() if event is not None else None,
         replayed=request.query_params.get("replayed"),
         refresh_s=REFRESH_BUSY_S if pending else REFRESH_IDLE_S,

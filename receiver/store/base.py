@@ -7,8 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from receiver.attempts import NewAttempt
 from receiver.decision import Decision
 from receiver.events import Delivery, DeliveryState, DueDelivery, Event, Job, JobStatus
+from receiver.feed import FeedEntry
+from receiver.sink_health import HealthChange
+from receiver.store.observe import ObservableStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +55,17 @@ class DeliveryOutcome:
     ``decision`` says where the delivery goes (delivered, retry at, dead, released at)
     and the ``last_status`` / ``last_error`` it keeps; ``now`` is its ``updated_at``.
     The store applies it only while the delivery is still pending, and drops the lease.
-    Facts about the attempt itself (number, timing, host …) belong here too, so that a
-    store can write them in the same transaction.
+    The attempt's own row, its feed entry and its sink-health change are written in
+    the same transaction (and only when the outcome applied, except the health change:
+    the sink answered either way).
     """
 
     delivery_id: str
     decision: Decision
     now: datetime
+    attempt: NewAttempt | None = None  # the attempt's row (None for a release)
+    feed: FeedEntry | None = None  # its entry in the stream's feed
+    health: HealthChange | None = None  # what it says about the sink's shared circuit
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +79,7 @@ class DeliveryFilter:
     event_id: str | None = None
 
 
-class Store(Protocol):
+class Store(ObservableStore, Protocol):
     """Durable state of the relay. SQLite (one machine) and PostgreSQL (scale-out)
     implement it; one contract suite (``tests/store/``) runs against both.
 
@@ -108,6 +116,9 @@ class Store(Protocol):
         ``wait_for_work(timeout_s)`` returns as soon as new deliveries or due polls
         may exist (committed by this process, or by any process where the backend
         can tell), or after ``timeout_s``.
+    Observation
+        attempts, shared sink health, the stream's feed, statistics and retention:
+        see ``ObservableStore``.
     """
 
     async def migrate(self) -> int:

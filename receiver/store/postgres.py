@@ -33,7 +33,7 @@ from receiver.events import (
     JobStatus,
     new_id,
 )
-from receiver.store import postgres_schema
+from receiver.store import postgres_observe, postgres_schema
 from receiver.store.base import (
     DeliveryFilter,
     DeliveryOutcome,
@@ -41,8 +41,9 @@ from receiver.store.base import (
     JobLookup,
     OutcomeShorthands,
 )
+from receiver.store.postgres_observe import PostgresObservations
 from receiver.store.rows import (
-    DELIVERY_COLUMNS,
+    DELIVERY_VIEW_COLUMNS,
     JOB_COLUMNS,
     TERMINAL,
     delivery_from_row,
@@ -60,7 +61,8 @@ Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[Record]"
 
 # Insert the event; only if that inserted a row: its deliveries, the job moved forward
 # (status only from a lower rank; provider_task_id only if unset; a terminal status
-# ends polling) and a NOTIFY. PostgreSQL runs every data-modifying CTE exactly once.
+# ends polling), its entry in the stream's feed and a NOTIFY. PostgreSQL runs every
+# data-modifying CTE exactly once.
 _INGEST = """
 WITH event AS (
     INSERT INTO events (id, job_id, provider, provider_task_id, type, body, created_at)
@@ -84,6 +86,9 @@ WITH event AS (
         poll_lease_until = CASE WHEN status = ANY($12::text[]) AND $14
             THEN NULL ELSE poll_lease_until END
     WHERE id = $2 AND EXISTS (SELECT 1 FROM event)
+), feed AS (
+    INSERT INTO feed (type, job_id, ref, provider, event_id, created_at)
+    SELECT $5, $2, $18, $3, event.id, $7 FROM event
 ), wake AS (
     SELECT pg_notify($15, $16) FROM event WHERE $17
 )
@@ -92,7 +97,10 @@ SELECT (SELECT count(*) FROM event) + 0 * (SELECT count(*) FROM wake)
 
 # One attempt's outcome ($1: it counts as an attempt) or a release (only the due time
 # and the lease change); a delivery pending again ($10) wakes every process's worker.
-_OUTCOME = """
+# The attempt's row, its feed entry and its sink-health change ride in the same
+# statement (``postgres_observe.OUTCOME_CTES``).
+_OUTCOME = (
+    """
 WITH changed AS (
     UPDATE deliveries SET
         state = CASE WHEN $1 THEN $2 ELSE state END,
@@ -104,9 +112,14 @@ WITH changed AS (
         lease_owner = NULL, lease_until = NULL
     WHERE id = $7 AND state = 'pending'
     RETURNING 1
-)
-SELECT pg_notify($8, $9) FROM changed WHERE $10
+), work_wake AS (
+    SELECT pg_notify($8, $9) FROM changed WHERE $10
+), """
+    + postgres_observe.OUTCOME_CTES
+    + """
+SELECT (SELECT count(*) FROM changed) + 0 * (SELECT count(*) FROM work_wake)
 """
+)
 
 
 @dataclass(slots=True)
@@ -165,7 +178,7 @@ def _where(where: DeliveryFilter, first: int) -> tuple[str, list[Any]]:
     return filter_clause(where, lambda n: f"${first + n - 1}")
 
 
-class PostgresStore(OutcomeShorthands):
+class PostgresStore(PostgresObservations, OutcomeShorthands):
     """The ``Store`` on PostgreSQL; see the module docstring."""
 
     def __init__(
@@ -204,6 +217,7 @@ class PostgresStore(OutcomeShorthands):
 
     async def close(self) -> None:
         self._closed = True
+        await self._close_observations()
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
@@ -373,7 +387,10 @@ class PostgresStore(OutcomeShorthands):
             CHANNEL,
             self.schema,
             wake,
+            event.data["ref"],
         )
+        if inserted:
+            self._feed_appended()
         if inserted and wake:
             self._signal.notify()
         return bool(inserted)
@@ -407,7 +424,7 @@ class PostgresStore(OutcomeShorthands):
             "  ORDER BY next_attempt_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
             " UPDATE deliveries AS d SET lease_owner = $4, lease_until = $5"
             " FROM due, events AS e WHERE d.id = due.id AND e.id = d.event_id"
-            " RETURNING d.*, e.body",
+            " RETURNING d.*, e.body, e.type AS event_type",
             now,
             list(exclude_sinks),
             limit,
@@ -419,7 +436,9 @@ class PostgresStore(OutcomeShorthands):
 
     async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:
         """All of ``outcomes`` in one transaction (one pipelined ``executemany``, one
-        commit); a delivery put back in the queue also NOTIFYs (see ``_OUTCOME``)."""
+        commit) with what each holds (its attempt, feed entry and sink health change:
+        ``postgres_observe.OUTCOME_CTES``); a delivery put back in the queue also
+        NOTIFYs (see ``_OUTCOME``), a feed entry wakes the stream once per batch."""
         rows = [
             (
                 outcome.decision.counts_attempt,
@@ -432,24 +451,28 @@ class PostgresStore(OutcomeShorthands):
                 CHANNEL,
                 self.schema,
                 outcome.decision.requeued,
+                *postgres_observe.outcome_params(outcome),
             )
             for outcome in outcomes
         ]
         async with self._transaction() as tx:
             await tx.connection.executemany(_OUTCOME, rows)
+        if any(outcome.feed is not None for outcome in outcomes):
+            self._feed_appended()
         if any(outcome.decision.requeued for outcome in outcomes):
             self._signal.notify()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         row = await (await self._db()).fetchrow(
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1", delivery_id
+            f"SELECT {DELIVERY_VIEW_COLUMNS} FROM deliveries WHERE id = $1", delivery_id
         )
         return None if row is None else _delivery(row)
 
     async def list_deliveries(self, where: DeliveryFilter, *, limit: int = 100) -> list[Delivery]:
         clause, params = _where(where, 2)
         rows = await (await self._db()).fetch(
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {clause} ORDER BY seq DESC LIMIT $1",
+            f"SELECT {DELIVERY_VIEW_COLUMNS} FROM deliveries WHERE {clause}"
+            " ORDER BY seq DESC LIMIT $1",
             limit,
             *params,
         )

@@ -6,6 +6,7 @@ import re
 from typing import TYPE_CHECKING
 
 from receiver.errors import ConfigError
+from receiver.store import postgres_observe
 
 if TYPE_CHECKING:
     from asyncpg import Record
@@ -78,6 +79,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX deliveries_by_state_sink ON deliveries (state, sink)",
         ),
     ),
+    (2, postgres_observe.MIGRATION),  # delivery attempts, sink health, the stream's feed
 )
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")

@@ -19,12 +19,19 @@ DELIVERY_COLUMNS = (
     "id, event_id, job_id, sink, state, attempts, next_attempt_at, last_status, last_error,"
     " created_at, updated_at"
 )
+#: ``DELIVERY_COLUMNS`` plus the type of the delivery's event (for listings)
+DELIVERY_VIEW_COLUMNS = (
+    DELIVERY_COLUMNS + ", (SELECT type FROM events WHERE events.id = deliveries.event_id)"
+    " AS event_type"
+)
 
 
 class Row(Protocol):
     """``sqlite3.Row`` and ``asyncpg.Record`` alike: columns by name."""
 
     def __getitem__(self, key: str, /) -> Any: ...
+
+    def keys(self) -> Any: ...
 
 
 #: Decodes a stored time (None stays None); each backend passes its own.
@@ -96,6 +103,8 @@ def delivery_from_row(row: Row, time: TimeDecoder) -> Delivery:
         last_error=row["last_error"],
         created_at=created_at,
         updated_at=updated_at,
+        # sqlite3.Row's ``in`` looks at values, not names: ask for the keys
+        event_type=row["event_type"] if "event_type" in row.keys() else None,  # noqa: SIM118
     )
 
 

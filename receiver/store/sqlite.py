@@ -23,7 +23,8 @@ from typing import Any
 
 from receiver.errors import ConfigError, IdempotencyMismatch, NotFound
 from receiver.events import Delivery, DueDelivery, Event, Job, JobStatus, new_id
-from receiver.store import sqlite_schema
+from receiver.feed import event_entry
+from receiver.store import sqlite_observe, sqlite_schema
 from receiver.store.base import (
     DeliveryFilter,
     DeliveryOutcome,
@@ -34,6 +35,7 @@ from receiver.store.base import (
 from receiver.store.group_commit import CommitStats, GroupCommitter
 from receiver.store.rows import (
     DELIVERY_COLUMNS,
+    DELIVERY_VIEW_COLUMNS,
     JOB_COLUMNS,
     TERMINAL,
     delivery_from_row,
@@ -42,6 +44,7 @@ from receiver.store.rows import (
     job_values,
     statuses_behind,
 )
+from receiver.store.sqlite_observe import SqliteObservations
 from receiver.store.wakeup import WorkSignal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -103,7 +106,7 @@ def _outcome_statement(outcome: DeliveryOutcome) -> tuple[str, tuple[Any, ...]]:
     )
 
 
-class SqliteStore(OutcomeShorthands):
+class SqliteStore(SqliteObservations, OutcomeShorthands):
     """The ``Store`` on one SQLite file; see the module docstring."""
 
     def __init__(
@@ -302,6 +305,8 @@ class SqliteStore(OutcomeShorthands):
         return job, record, inserted
 
     def _notify_ingested(self, record: Ingest, inserted: bool) -> None:
+        if inserted:
+            self._feed_appended()
         if inserted and (record.sinks or record.job_status is not None):
             self._signal.notify()
 
@@ -364,18 +369,28 @@ class SqliteStore(OutcomeShorthands):
         """All of ``outcomes`` in one writer operation (one queue item, one commit)."""
         statements = [_outcome_statement(outcome) for outcome in outcomes]
 
-        def run(c: sqlite3.Connection) -> None:
-            for sql, params in statements:
-                c.execute(sql, params)
+        def run(c: sqlite3.Connection) -> bool:
+            fed = False
+            for outcome, (sql, params) in zip(outcomes, statements, strict=True):
+                applied = c.execute(sql, params).rowcount > 0
+                if applied and outcome.attempt is not None:
+                    sqlite_observe.record_attempt(c, outcome.delivery_id, outcome.attempt)
+                if applied and outcome.feed is not None:
+                    sqlite_observe.append_feed(c, [outcome.feed])
+                    fed = True
+                if outcome.health is not None:
+                    sqlite_observe.apply_health(c, outcome.health)
+            return fed
 
-        await self._writer.submit(run)
+        if await self._writer.submit(run):
+            self._feed_appended()
         if any(outcome.decision.requeued for outcome in outcomes):
             self._signal.notify()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         def run(c: sqlite3.Connection) -> Delivery | None:
             row = c.execute(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
+                f"SELECT {DELIVERY_VIEW_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
             ).fetchone()
             return None if row is None else _delivery(row)
 
@@ -386,7 +401,7 @@ class SqliteStore(OutcomeShorthands):
 
         def run(c: sqlite3.Connection) -> list[Delivery]:
             rows = c.execute(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {clause}"
+                f"SELECT {DELIVERY_VIEW_COLUMNS} FROM deliveries WHERE {clause}"
                 " ORDER BY seq DESC LIMIT ?",
                 (*params, limit),
             )
@@ -524,6 +539,7 @@ def _insert(c: sqlite3.Connection, record: Ingest) -> bool:
     ).rowcount
     if not inserted:
         return False
+    sqlite_observe.append_feed(c, [event_entry(event, record.now)])
     c.executemany(
         "INSERT INTO deliveries (id, event_id, job_id, sink, state, next_attempt_at,"
         " created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)"

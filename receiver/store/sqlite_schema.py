@@ -8,6 +8,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from receiver.store import sqlite_observe
+
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         1,
@@ -75,6 +77,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX deliveries_by_state_sink ON deliveries (state, sink)",
         ),
     ),
+    (2, sqlite_observe.MIGRATION),  # delivery attempts, sink health, the stream's feed
 )
 
 

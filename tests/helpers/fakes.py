@@ -9,29 +9,31 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from handlers.providers import ProviderConfig, SubmitResult, SubmitSpec
-from handlers.sinks.base import DeliveryNote, SinkConfig
+from handlers.sinks.base import DeliveryNote, SinkAnswer, SinkConfig
 from receiver.errors import DeliveryFailed, Unauthorized
 from receiver.events import CallbackMode, Event, ProviderUpdate, UpdateState
 
 
 class ScriptedSink:
-    """A sink answering from a script: an ``int`` is a success with that status (None
-    for a sink without one), a ``DeliveryNote`` a success with a note, a
-    ``DeliveryFailed`` is raised. The last answer repeats."""
+    """A sink answering from a script: an ``int`` (or a ``SinkAnswer``) is a success
+    with that status (None for a sink without one), a ``DeliveryNote`` a success with a
+    note, a ``DeliveryFailed`` is raised. The last answer repeats."""
 
     type: ClassVar[str] = "scripted"
 
     def __init__(
         self,
         name: str = "hook",
-        *answers: int | DeliveryNote | DeliveryFailed | None,
+        *answers: int | SinkAnswer | DeliveryNote | DeliveryFailed | None,
         **config: Any,
     ):
         self.config = SinkConfig(name, self.type, **config)
-        self.answers: list[int | DeliveryNote | DeliveryFailed | None] = list(answers) or [None]
+        self.answers: list[int | SinkAnswer | DeliveryNote | DeliveryFailed | None] = list(
+            answers
+        ) or [None]
         self.sent: Counter[str] = Counter()
 
-    async def deliver(self, event: Event) -> int | DeliveryNote | None:
+    async def deliver(self, event: Event) -> SinkAnswer | DeliveryNote | int | None:
         self.sent[event.id] += 1
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, DeliveryFailed):

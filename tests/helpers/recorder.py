@@ -35,6 +35,7 @@ class Recorder:
     headers: dict[str, str] = field(default_factory=dict)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     delay_s: float = 0.0
+    reply: str | None = None  # the body of every answer (default "ok" / "nope")
 
     def answer(self, statuses: Iterable[int], default: int = 200) -> None:
         self.script = list(statuses)
@@ -49,7 +50,8 @@ class Recorder:
         if 200 <= status < 300:
             self.received.append(Received(dict(request.headers), body))
             self.arrived.set()
-        return Response("ok" if status < 300 else "nope", status_code=status, headers=self.headers)
+        text = self.reply if self.reply is not None else ("ok" if status < 300 else "nope")
+        return Response(text, status_code=status, headers=self.headers)
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])

@@ -79,7 +79,9 @@ async def test_event_json_is_written_at_its_key(make_sink: MakeSink, s3: Any, bu
     """The object under ``{prefix}yyyy/mm/dd/job/event.json`` is exactly
     ``event.to_json()``, typed application/json."""
     event = make_event()
-    assert await make_sink(bucket, prefix="events/").deliver(event) is None  # no HTTP status
+    answer = await make_sink(bucket, prefix="events/").deliver(event)
+    assert answer.status == 200  # what S3 answered the PutObject
+    assert answer.body.startswith(b"PutObject events/")
     key = f"events/2026/11/23/{event.job_id}/{event.id}.json"
     assert await _keys(s3, bucket) == [key]
     body, answer = await _read(s3, bucket, key)

@@ -172,7 +172,9 @@ async def test_completed_event_reaches_the_standin(
     path = standin.add_hook()
     event = make_event()
     sink = slack_sink(sink_http, base + path)
-    assert await sink.deliver(event) == 200  # the status Slack answered, recorded as such
+    answer = await sink.deliver(event)
+    assert answer.status == 200  # the status Slack answered, recorded as such
+    assert answer.body == b"ok"
     await sink.aclose()
     assert standin.hooks[path].messages == [slack_message(event)]
     assert not sink_http.closed  # the shared client is not the sink's to close

@@ -79,3 +79,18 @@ async def seed_deliveries(store: Store, count: int, *, sinks: tuple[str, ...] = 
     """``count`` events without a job, each with one delivery per sink, due at T0."""
     for n in range(count):
         assert await store.ingest(make_ingest(None, task=f"seed-{n}", sinks=sinks))
+
+
+async def settle_feed(store: Store, count: int, timeout: float = 10.0) -> None:
+    """Wait until the feed shows ``count`` entries. PostgreSQL shows an entry once every
+    transaction older than it has finished, anywhere on the server: on a busy shared
+    server that can be a few milliseconds after its own commit."""
+    import asyncio
+    import time
+
+    from receiver.feed import FeedFilter
+
+    deadline = time.monotonic() + timeout
+    while len(await store.read_feed(None, FeedFilter(), limit=1000)) < count:
+        assert time.monotonic() < deadline, f"the feed never showed {count} entries"
+        await asyncio.sleep(0.01)

@@ -91,7 +91,7 @@ async def test_docs_render_with_nothing_fetched_from_outside(tmp_path: Path) -> 
         async with screenshot_on_failure(page, tmp_path / "artifacts" / "docs.png"):
             await page.goto(f"{stack.base_url}/docs")
             await expect(page.locator(".opblock")).to_have_count(
-                12 + 1, timeout=10_000
+                14 + 1, timeout=10_000
             )  # + the webhook
             await expect(page.locator(".opblock-summary-path").first).to_contain_text("/v1/")
             outside = [url for url in requested if not url.startswith((stack.base_url, "data:"))]

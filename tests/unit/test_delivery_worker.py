@@ -8,8 +8,7 @@ import time
 
 from structlog.testing import capture_logs
 
-from handlers.sinks.base import DeliveryNote
-from receiver.circuit import CircuitState
+from handlers.sinks.base import DeliveryNote, SinkAnswer
 from receiver.decision import RetryPolicy
 from receiver.errors import DeliveryFailed
 from receiver.events import (
@@ -21,7 +20,9 @@ from receiver.events import (
     build_event,
     utcnow,
 )
+from receiver.feed import FeedFilter
 from receiver.metrics import Metrics
+from receiver.sink_health import HealthState
 from receiver.store import DeliveryFilter, Ingest
 from receiver.store.sqlite import SqliteStore
 from receiver.worker import DeliveryWorker
@@ -84,9 +85,9 @@ async def test_permanent_failure_is_dead_and_the_sink_counts_as_up(store: Sqlite
         410,
         "HTTP 410: gone",
     )
-    circuit = worker.circuits["hook"]
-    assert (circuit.state, circuit.failures, circuit.last_error) == (
-        CircuitState.OK,
+    health = (await store.sink_health())["hook"]  # shared: every worker sees it
+    assert (health.state, health.failures, health.last_error) == (
+        HealthState.OK,
         0,
         "HTTP 410: gone",
     )
@@ -124,7 +125,8 @@ async def test_failures_open_the_circuit_and_pause_the_backlog(store: SqliteStor
     for n in range(3):
         await enqueue(store, "hook", task=f"t{n}")
     await worker.drain(5)
-    assert worker.circuits["hook"].state is CircuitState.PAUSED
+    assert (await store.sink_health())["hook"].state is HealthState.PAUSED
+    assert worker.board.state("hook") is HealthState.PAUSED
     assert sum(sink.sent.values()) == 2
     assert all(
         d.state is DeliveryState.PENDING for d in await store.list_deliveries(DeliveryFilter())
@@ -169,7 +171,7 @@ async def test_a_429_pauses_the_sink_and_uses_no_attempt(store: SqliteStore) -> 
     sent_at: list[float] = []
     original = sink.deliver
 
-    async def timed(event: Event) -> int | DeliveryNote | None:
+    async def timed(event: Event) -> SinkAnswer | DeliveryNote | int | None:
         sent_at.append(time.monotonic() - started)
         return await original(event)
 
@@ -193,3 +195,34 @@ async def test_a_429_pauses_the_sink_and_uses_no_attempt(store: SqliteStore) -> 
         "relay_delivery_attempts_total", {"sink": "team", "outcome": "rate_limited"}
     )
     assert sample == 1.0
+
+
+async def test_each_attempt_is_recorded_with_a_redacted_answer(store: SqliteStore) -> None:
+    """A 503 whose body (and message) echo the sink's secret, then a success: two
+    attempt rows and two feed entries, the secret nowhere."""
+    secret = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ="
+    echo = f"busy; token {secret}".encode()
+    failure = DeliveryFailed(f"HTTP 503: busy {secret}", status=503, response_body=echo)
+    sink = ScriptedSink(
+        "hook",
+        failure,
+        SinkAnswer(201, b'{"stored":true}'),
+        options={"url": "https://hooks.example.com/in?key=abcdef123", "secret": secret},
+    )
+    policy = RetryPolicy((0.0, 0.0), jitter=0.0)
+    await enqueue(store, "hook")
+    head = await store.feed_head()
+    await DeliveryWorker(store, {"hook": sink}, policy, Metrics()).drain(5)
+    delivery = await only(store)
+    assert (delivery.state, delivery.last_status) == (DeliveryState.DELIVERED, 201)
+    first, second = await store.list_attempts(delivery.id)
+    assert (first.n, first.status, second.n, second.status) == (1, 503, 2, 201)
+    assert first.host == second.host == "hooks.example.com"
+    assert first.error == "HTTP 503: busy [redacted]"
+    assert first.response_excerpt == "busy; token [redacted]"
+    assert second.error is None
+    assert second.response_excerpt == '{"stored":true}'
+    items = await store.read_feed(head, FeedFilter())
+    assert [i.type for i in items] == ["delivery.retry_scheduled", "delivery.delivered"]
+    assert secret not in repr(items)
+    assert secret not in repr(await store.list_deliveries(DeliveryFilter()))

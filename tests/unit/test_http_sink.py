@@ -38,7 +38,9 @@ async def test_signature_verifies_for_every_rotated_secret() -> None:
         return answer(204)
 
     sink = _sink(handler, secrets=[SECRET_A, SECRET_B], headers={"x-team": "42"})
-    assert await sink.deliver(EVENT) == 204  # the receiver's real status
+    answered = await sink.deliver(EVENT)
+    assert answered.status == 204  # the receiver's real status
+    assert answered.body == b""
     [request] = seen
     headers = dict(request.headers)
     assert headers["webhook-id"] == EVENT.id
