@@ -217,3 +217,27 @@ async def test_prune_removes_old_attempts_too(store: Store) -> None:
     pruned = await store.prune(T0 + timedelta(days=1), limit=100)
     assert (pruned.events, pruned.deliveries, pruned.attempts) == (1, 1, 1)
     assert await store.list_attempts(item.delivery.id) == []
+
+
+async def test_one_batch_records_every_attempt_feed_entry_and_health_change(
+    store: Store,
+) -> None:
+    """``record_outcomes`` (the worker's batch) writes what each outcome holds in the one
+    transaction: the failures that cross the threshold pause the sink, each delivery
+    gets its attempt and its feed entry, and the stream learns of them."""
+    await seed_deliveries(store, 3, sinks=("app",))
+    await settle_feed(store, 3)
+    head = await store.feed_head()
+    items = await store.claim_due(T0, limit=3, lease_s=30, owner="w1")
+    retry = Decision.retry(T0 + 9 * SECOND, 503, "HTTP 503")
+    await store.record_outcomes(
+        [outcome(item, retry, up=False, error="HTTP 503", threshold=3) for item in items]
+    )
+    health = (await store.sink_health())["app"]
+    assert (health.state, health.failures, health.opened_count) == (HealthState.PAUSED, 3, 1)
+    for item in items:
+        assert [(a.n, a.status) for a in await store.list_attempts(item.delivery.id)] == [(1, 503)]
+    await settle_feed(store, 6)
+    feed = await store.read_feed(head, FeedFilter(types=("delivery.*",)))
+    assert sorted(i.data["delivery_id"] for i in feed) == sorted(i.delivery.id for i in items)
+    assert {i.type for i in feed} == {"delivery.retry_scheduled"}

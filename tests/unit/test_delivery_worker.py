@@ -189,6 +189,9 @@ async def test_a_429_pauses_the_sink_and_uses_no_attempt(store: SqliteStore) -> 
     deliveries = await store.list_deliveries(DeliveryFilter())
     assert [(d.state, d.attempts) for d in deliveries] == [(DeliveryState.DELIVERED, 1)] * 2
     assert len(sent_at) == 3
+    # the 429 is on the record as an attempt (it went out), though it used none
+    rows = [a for d in deliveries for a in await store.list_attempts(d.id)]
+    assert sorted(a.status or 0 for a in rows) == [200, 200, 429]
     assert sent_at[1] >= 0.29  # nothing went out during the pause
     assert time.monotonic() - started < 5  # not the schedule's 30 s
     sample = metrics.registry.get_sample_value(
