@@ -54,12 +54,15 @@ def delivery_row(delivery: Delivery, event: Event | None = None) -> dict[str, An
 
 async def timeline(store: Store, job: Job) -> list[dict[str, Any]]:
     """A job's life in order: created, submitted, every event (each callback or poll
-    answer that the relay turned into an event) with its deliveries, finished."""
+    answer that the relay turned into an event) with its deliveries and each delivery's
+    recorded attempts, finished."""
     events = await store.list_events(job.id)
     deliveries = await store.list_deliveries(DeliveryFilter(job_id=job.id), limit=1000)
     by_event: dict[str, list[dict[str, Any]]] = {}
     for delivery in sorted(deliveries, key=lambda d: (d.created_at, d.sink)):
-        by_event.setdefault(delivery.event_id, []).append(delivery_row(delivery))
+        row = delivery_row(delivery)
+        row["attempt_list"] = [attempt.view() for attempt in await store.list_attempts(delivery.id)]
+        by_event.setdefault(delivery.event_id, []).append(row)
     entries: list[tuple[datetime, int, dict[str, Any]]] = [
         (job.created_at, 0, {"kind": "created", "at": isoformat(job.created_at)})
     ]

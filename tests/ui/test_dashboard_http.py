@@ -121,6 +121,7 @@ async def test_every_page_renders_real_data_escaped(tmp_path: Path) -> None:
         assert timeline.status_code == 200
         for text in ("Created", "Submitted", "upscale.completed", "Finished", delivery["id"]):
             assert text in timeline.text
+        assert '<table class="attempts">' in timeline.text  # each delivery's attempt rows
         page = await client.get(f"/ui/deliveries/{delivery['id']}")
         assert page.status_code == 200
         assert "upscale." in page.text
