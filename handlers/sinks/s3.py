@@ -32,6 +32,12 @@ import httpx
 import structlog
 
 from handlers.retry_after import Answered, retry_after
+from handlers.sinks.aws import (
+    CREDENTIAL_KEYS,
+    client_config,
+    credential_pair_problems,
+    credentials_of,
+)
 from handlers.sinks.base import DeliveryNote, SinkAnswer, SinkConfig, required_options
 from handlers.sinks.client import HttpClient, TransportError
 from handlers.sinks.safe_fetch import BlockedAddress, Resolver, blocked_reason, guarded_client
@@ -76,7 +82,6 @@ _RETRYABLE_CODES = frozenset(
         "ServiceUnavailable",
     }
 )
-_CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 
 
 def object_base(prefix: str, event: Event) -> str:
@@ -177,7 +182,7 @@ class S3Sink:
 
     type: ClassVar[str] = "s3"
     options_keys: ClassVar[frozenset[str]] = frozenset(
-        {"bucket", "prefix", "region", "endpoint_url", "copy_images", *_CREDENTIAL_KEYS}
+        {"bucket", "prefix", "region", "endpoint_url", "copy_images", *CREDENTIAL_KEYS}
     )
 
     def __init__(
@@ -201,7 +206,7 @@ class S3Sink:
         self._region = str(options.get("region") or "us-east-1")
         self._endpoint_url = str(options.get("endpoint_url") or "") or None
         self._copy_images = options.get("copy_images", False) is True
-        self._credentials = {k: str(options[k]) for k in _CREDENTIAL_KEYS if options.get(k)}
+        self._credentials = credentials_of(options)
         self._stack: AsyncExitStack | None = None
         self._s3: S3Client | None = None
         self._lock = asyncio.Lock()
@@ -211,7 +216,7 @@ class S3Sink:
         problems = required_options(options, "bucket")
         if "copy_images" in options and not isinstance(options["copy_images"], bool):
             problems.append("'copy_images' must be true or false")
-        for key in ("bucket", "prefix", "region", "endpoint_url", *_CREDENTIAL_KEYS):
+        for key in ("bucket", "prefix", "region", "endpoint_url", *CREDENTIAL_KEYS):
             if options.get(key) is not None and not isinstance(options[key], str):
                 problems.append(f"'{key}' must be a string")
         endpoint = options.get("endpoint_url")
@@ -221,20 +226,16 @@ class S3Sink:
             and not endpoint.startswith(("http://", "https://"))
         ):
             problems.append("'endpoint_url' must be an http:// or https:// URL")
-        if bool(options.get("aws_access_key_id")) != bool(options.get("aws_secret_access_key")):
-            problems.append("'aws_access_key_id' and 'aws_secret_access_key' go together")
+        problems += credential_pair_problems(options)
         return problems
 
     async def _client(self) -> S3Client:
         async with self._lock:
             if self._s3 is None:
-                from aiobotocore.config import AioConfig
                 from aiobotocore.session import get_session
 
-                config = AioConfig(
-                    connect_timeout=self.config.timeout_s,
-                    read_timeout=self.config.timeout_s,
-                    retries={"mode": "standard", "total_max_attempts": 2},
+                config = client_config(
+                    self.config.timeout_s,
                     s3={"addressing_style": "path" if self._endpoint_url else "auto"},
                 )
                 stack = AsyncExitStack()

@@ -21,6 +21,12 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from handlers.sinks.aws import (
+    CREDENTIAL_KEYS,
+    client_config,
+    credential_pair_problems,
+    credentials_of,
+)
 from handlers.sinks.base import SinkConfig, required_options
 from handlers.sinks.client import HttpClient
 from handlers.sinks.templates import scheme_problems
@@ -31,7 +37,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
     from types_aiobotocore_sqs.type_defs import SendMessageRequestTypeDef
 
-CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 _MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 _PERMANENT_CODES = frozenset(
     {
@@ -111,7 +116,7 @@ class SqsSink:
         self._fifo = self._queue_url.endswith(".fifo")
         self._region = str(options["region"])
         self._endpoint_url = str(options.get("endpoint_url") or "") or None
-        self._credentials = {k: str(options[k]) for k in CREDENTIAL_KEYS if options.get(k)}
+        self._credentials = credentials_of(options)
         self._stack: AsyncExitStack | None = None
         self._sqs: SQSClient | None = None
         self._lock = asyncio.Lock()
@@ -124,21 +129,15 @@ class SqsSink:
         for key in ("region", *CREDENTIAL_KEYS):
             if options.get(key) is not None and not isinstance(options[key], str):
                 problems.append(f"'{key}' must be a string")
-        if bool(options.get("aws_access_key_id")) != bool(options.get("aws_secret_access_key")):
-            problems.append("'aws_access_key_id' and 'aws_secret_access_key' go together")
+        problems += credential_pair_problems(options)
         return problems
 
     async def _client(self) -> SQSClient:
         async with self._lock:
             if self._sqs is None:
-                from aiobotocore.config import AioConfig
                 from aiobotocore.session import get_session
 
-                config = AioConfig(
-                    connect_timeout=self.config.timeout_s,
-                    read_timeout=self.config.timeout_s,
-                    retries={"mode": "standard", "total_max_attempts": 2},
-                )
+                config = client_config(self.config.timeout_s)
                 stack = AsyncExitStack()
                 self._sqs = await stack.enter_async_context(
                     get_session().create_client(
