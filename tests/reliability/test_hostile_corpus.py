@@ -234,7 +234,9 @@ async def test_hostile_corpus_no_5xx_no_event_no_store_change(tmp_path: Path) ->
     async with harness(tmp_path) as h:
         async with (
             relay_process(h.env, h.port, log_path=h.log_path),
-            httpx.AsyncClient(timeout=30) as client,
+            # idle connections expire well before uvicorn's 5 s keep-alive timeout, so a
+            # loaded machine cannot make the client reuse one the server is closing
+            httpx.AsyncClient(timeout=30, limits=httpx.Limits(keepalive_expiry=1.0)) as client,
         ):
             for provider in WEBHOOK_PROVIDERS:
                 await h.submit(client, provider, "grid_nocallback")
