@@ -48,6 +48,12 @@ _SECRET_WORD = re.compile(
 )
 
 
+#: each pattern above needs one of these: a text without any skips the substitutions
+_TRIGGER = re.compile(
+    r"whsec_|xox[abposr]-|gh[pousr]_|AKIA|ASIA|eyJ|(?i:bearer|basic|token)\s|://|[:=]"
+)
+
+
 def _keyed(match: re.Match[str]) -> str:
     key, between, _value = match.groups()
     if _SECRET_WORD.search(key):
@@ -171,6 +177,13 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
+    if _TRIGGER.search(text) is None:
+        return text
+    return _redact_patterns(text)
+
+
+def _redact_patterns(text: str) -> str:
+    """The pattern substitutions of ``redact`` (the given secrets already replaced)."""
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return _KEY_VALUE.sub(_keyed, text)

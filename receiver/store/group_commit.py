@@ -9,6 +9,12 @@ resolves every future. Concurrent callbacks therefore share one fsync.
 A batch made only of reads runs in a deferred transaction and takes no write lock;
 any write makes it ``BEGIN IMMEDIATE`` so the lock (shared with other processes
 through ``busy_timeout``) is taken up front and no statement fails half-way.
+
+A write submitted with ``durable=False`` (a worker's claim or delivery outcome: losing
+one to a power cut means a re-claim or a re-delivery with the same ``webhook-id``, which
+at-least-once allows) commits with ``synchronous=NORMAL``: in WAL mode that survives a
+process crash and skips the fsync. A batch holding any durable write is fsynced
+(``synchronous=FULL``), and so is everything committed before it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ Operation = Callable[[sqlite3.Connection], T]
 class _Job(Generic[T]):
     run: Operation[T]
     write: bool
+    durable: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
 
@@ -66,9 +73,11 @@ class GroupCommitter:
     _closed: bool = field(default=False, init=False)
     _broken: BaseException | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _synchronous: str = field(default="FULL", init=False)  # the connection's setting
 
-    async def submit(self, run: Operation[T], *, write: bool = True) -> T:
-        """Run ``run(connection)`` in the next batch; return its result once committed."""
+    async def submit(self, run: Operation[T], *, write: bool = True, durable: bool = True) -> T:
+        """Run ``run(connection)`` in the next batch; return its result once committed
+        (and fsynced, unless ``durable`` is false)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:
@@ -79,7 +88,7 @@ class GroupCommitter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
                 self._thread.start()
-            self._queue.put(_Job(run, write, loop, future))
+            self._queue.put(_Job(run, write, write and durable, loop, future))
         return await future
 
     async def close(self) -> None:
@@ -126,6 +135,7 @@ class GroupCommitter:
         outcomes: list[_Outcome] = []
         try:
             write = any(job.write for job in batch)
+            self._set_synchronous(connection, durable=any(job.durable for job in batch))
             connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             for job in batch:
                 outcomes.append(self._run_one(connection, job))
@@ -141,6 +151,12 @@ class GroupCommitter:
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         for outcome in outcomes:
             _deliver(outcome)
+
+    def _set_synchronous(self, connection: sqlite3.Connection, *, durable: bool) -> None:
+        wanted = "FULL" if durable else "NORMAL"
+        if wanted != self._synchronous:
+            connection.execute(f"PRAGMA synchronous = {wanted}")
+            self._synchronous = wanted
 
     @staticmethod
     def _run_one(connection: sqlite3.Connection, job: _Job[Any]) -> _Outcome:

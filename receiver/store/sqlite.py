@@ -341,8 +341,10 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
 
         def run(c: sqlite3.Connection) -> list[DueDelivery]:
             rows = c.execute(
-                "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id IN ("
-                "  SELECT id FROM deliveries"
+                # INDEXED BY: left to itself the planner picks (state, sink) and sorts
+                # every pending row per claim (4.7 ms for 64 of 20,000; 0.7 ms in order)
+                "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE seq IN ("
+                "  SELECT seq FROM deliveries INDEXED BY deliveries_due"
                 "  WHERE state = 'pending' AND next_attempt_at <= ?"
                 "    AND (lease_until IS NULL OR lease_until <= ?)"
                 f"   AND sink NOT IN ({_placeholders(len(excluded))})"
@@ -363,7 +365,8 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
             }
             return [DueDelivery(d, Event.from_json(bodies[d.event_id])) for d in deliveries]
 
-        return await self._writer.submit(run)
+        # a claim lost to a power cut is claimed again: no fsync (see GroupCommitter)
+        return await self._writer.submit(run, durable=False)
 
     async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:
         """All of ``outcomes`` in one writer operation (one queue item, one commit)."""
@@ -382,7 +385,8 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
                     sqlite_observe.apply_health(c, outcome.health)
             return fed
 
-        if await self._writer.submit(run):
+        # an outcome lost to a power cut means a re-delivery (same webhook-id): no fsync
+        if await self._writer.submit(run, durable=False):
             self._feed_appended()
         if any(outcome.decision.requeued for outcome in outcomes):
             self._signal.notify()

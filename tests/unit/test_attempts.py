@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from receiver.attempts import (
     EXCERPT_BYTES,
     REDACTED,
+    _redact_patterns,
     destination_host,
     host_of,
     known_secrets,
@@ -81,3 +85,37 @@ def test_excerpt_is_at_most_one_kib_and_redacted_before_cutting() -> None:
     assert len(multibyte.encode()) <= EXCERPT_BYTES
     assert set(multibyte) == {"é"}  # no broken character at the end
     assert response_excerpt(b"\xff\xfe binary") is not None
+
+
+_FRAGMENTS = st.sampled_from(
+    [
+        "whsec_",
+        "xoxb-",
+        "ghp_",
+        "AKIA",
+        "ASIA",
+        "eyJ",
+        "Bearer ",
+        "token\t",
+        "://",
+        "@",
+        "?",
+        ":",
+        "=",
+        '"',
+        "secret",
+        "key",
+        "x" * 8,
+        "ABCDEFGHIJKLMNOP",
+        ".",
+        " ",
+    ]
+)
+
+
+@given(st.lists(st.one_of(_FRAGMENTS, st.text(max_size=6)), max_size=14).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_the_fast_path_skips_only_texts_no_pattern_changes(text: str) -> None:
+    """``redact`` skips its substitutions when the trigger finds nothing: it must then
+    give exactly what running every substitution gives."""
+    assert redact(text) == _redact_patterns(text)
