@@ -86,12 +86,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     app = Starlette(
         routes=[
+            # first: the hot path (the router tries routes in order; no other path
+            # starts with /callbacks/, so nothing is shadowed)
+            *callbacks.routes,
             *health.routes,
             *upscales.routes,
             *jobs.routes,
             *deliveries.routes,
             *stream.routes,
-            *callbacks.routes,
             *ui.routes,
             *docs.routes,
         ],

@@ -15,6 +15,11 @@ one to a power cut means a re-claim or a re-delivery with the same ``webhook-id`
 at-least-once allows) commits with ``synchronous=NORMAL``: in WAL mode that survives a
 process crash and skips the fsync. A batch holding any durable write is fsynced
 (``synchronous=FULL``), and so is everything committed before it.
+
+An operation submitted with ``savepoint=False`` skips its SAVEPOINT/RELEASE pair (a third
+of the statements of a callback's ingest): it promises to raise only before its first
+write. Should it raise after writing all the same, its batch fails as a whole and is
+rolled back, so nothing half-done is ever committed.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class _Job(Generic[T]):
     run: Operation[T]
     write: bool
     durable: bool
+    savepoint: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
 
@@ -75,7 +81,9 @@ class GroupCommitter:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _synchronous: str = field(default="FULL", init=False)  # the connection's setting
 
-    async def submit(self, run: Operation[T], *, write: bool = True, durable: bool = True) -> T:
+    async def submit(
+        self, run: Operation[T], *, write: bool = True, durable: bool = True, savepoint: bool = True
+    ) -> T:
         """Run ``run(connection)`` in the next batch; return its result once committed
         (and fsynced, unless ``durable`` is false)."""
         loop = asyncio.get_running_loop()
@@ -88,7 +96,7 @@ class GroupCommitter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
                 self._thread.start()
-            self._queue.put(_Job(run, write, write and durable, loop, future))
+            self._queue.put(_Job(run, write, write and durable, savepoint, loop, future))
         return await future
 
     async def close(self) -> None:
@@ -149,8 +157,7 @@ class GroupCommitter:
         self.stats.batches += 1
         self.stats.operations += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        for outcome in outcomes:
-            _deliver(outcome)
+        _deliver_all(outcomes)
 
     def _set_synchronous(self, connection: sqlite3.Connection, *, durable: bool) -> None:
         wanted = "FULL" if durable else "NORMAL"
@@ -160,6 +167,14 @@ class GroupCommitter:
 
     @staticmethod
     def _run_one(connection: sqlite3.Connection, job: _Job[Any]) -> _Outcome:
+        if not job.savepoint:
+            changes = connection.total_changes
+            try:
+                return _Outcome(job, value=job.run(connection))
+            except Exception as exc:
+                if connection.total_changes != changes:  # raised after writing: undo all
+                    raise RuntimeError("a store operation failed half-way") from exc
+                return _Outcome(job, error=exc)
         connection.execute("SAVEPOINT op")
         try:
             value = job.run(connection)
@@ -183,8 +198,24 @@ class GroupCommitter:
 
 
 def _deliver(outcome: _Outcome) -> None:
-    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-        outcome.job.loop.call_soon_threadsafe(_settle, outcome)
+    _deliver_all([outcome])
+
+
+def _deliver_all(outcomes: list[_Outcome]) -> None:
+    """Hand the results to their loops: one ``call_soon_threadsafe`` per loop and batch,
+    not per operation. Each one writes to the loop's wake-up socket, and that write
+    gives up the GIL: on a busy loop, getting it back took this thread ~0.2 ms a time."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome.job.loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _settle_all(outcomes: list[_Outcome]) -> None:
+    for outcome in outcomes:
+        _settle(outcome)
 
 
 def _settle(outcome: _Outcome) -> None:

@@ -285,7 +285,8 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
     # -- events ------------------------------------------------------------------------
 
     async def ingest(self, record: Ingest) -> bool:
-        inserted = await self._writer.submit(lambda c: _insert(c, record))
+        # no savepoint: _insert's statements cannot fail alone (ON CONFLICT DO NOTHING)
+        inserted = await self._writer.submit(lambda c: _insert(c, record), savepoint=False)
         self._notify_ingested(record, inserted)
         return inserted
 
@@ -299,7 +300,8 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
             record = plan(job)
             return job, record, record is not None and _insert(c, record)
 
-        job, record, inserted = await self._writer.submit(run)
+        # no savepoint: ``plan`` raises (401, 409 …) before the first write, if at all
+        job, record, inserted = await self._writer.submit(run, savepoint=False)
         if record is not None:
             self._notify_ingested(record, inserted)
         return job, record, inserted

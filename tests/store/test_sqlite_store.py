@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,6 +95,64 @@ async def test_a_failing_operation_rolls_back_alone(sqlite_store: SqliteStore) -
     job = await sqlite_store.get_job(first.id)
     assert job is not None
     assert job.status.value == "completed"
+
+
+async def test_without_a_savepoint_a_failure_before_writing_fails_alone(
+    sqlite_store: SqliteStore,
+) -> None:
+    """``savepoint=False``: an operation that raises before writing gets its exception and
+    the batch commits; one that raises after writing fails its whole batch, rolled back."""
+    gate = threading.Event()
+
+    def refuses(c: sqlite3.Connection) -> None:
+        c.execute("SELECT COUNT(*) FROM jobs").fetchone()
+        raise PermissionError("401")
+
+    def half_written_then_fails(c: sqlite3.Connection) -> None:
+        c.execute("DELETE FROM jobs")
+        raise ValueError("boom")
+
+    async def batch_of(*operations: Any) -> list[Any]:
+        blocker = asyncio.ensure_future(sqlite_store._writer.submit(lambda c: gate.wait(5)))
+        await asyncio.sleep(0.02)
+        queued = asyncio.gather(*operations, return_exceptions=True)
+        await asyncio.sleep(0.02)
+        gate.set()
+        await blocker
+        gate.clear()
+        return list(await queued)
+
+    kept = make_job()
+    refused, created = await batch_of(
+        sqlite_store._writer.submit(refuses, savepoint=False), sqlite_store.create_job(kept)
+    )
+    assert isinstance(refused, PermissionError)
+    assert created[1]
+    assert await sqlite_store.get_job(kept.id) is not None
+    lost = make_job()
+    half, other = await batch_of(
+        sqlite_store._writer.submit(half_written_then_fails, savepoint=False),
+        sqlite_store.create_job(lost),
+    )
+    assert isinstance(half, RuntimeError)
+    assert isinstance(half.__cause__, ValueError)
+    assert isinstance(other, RuntimeError)  # its batch was rolled back with it
+    assert await sqlite_store.get_job(kept.id) is not None  # the DELETE was undone
+    assert await sqlite_store.get_job(lost.id) is None
+
+
+async def test_worker_writes_skip_the_fsync_and_durable_ones_restore_it(
+    sqlite_store: SqliteStore,
+) -> None:
+    """``durable=False`` (claims, outcomes) commits with synchronous=NORMAL; the next
+    durable write is back on FULL (2: FULL, 1: NORMAL)."""
+
+    def level(c: sqlite3.Connection) -> int:
+        return int(c.execute("PRAGMA synchronous").fetchone()[0])
+
+    assert await sqlite_store._writer.submit(level, durable=False) == 1
+    assert await sqlite_store._writer.submit(level) == 2
+    assert await sqlite_store._writer.submit(level, write=False, durable=False) == 1
 
 
 async def test_a_cancelled_caller_does_not_stop_the_writer(sqlite_store: SqliteStore) -> None:
