@@ -34,10 +34,11 @@ def split_schema(database_url: str) -> tuple[str, str]:
     return url, "public" if schema is None else schema
 
 
-def open_store(database_url: str) -> Store:
+def open_store(database_url: str, *, delivery_only: bool = False) -> Store:
     """The backend for ``DATABASE_URL``: ``sqlite:///path`` or ``postgresql://…``
     (``?schema=name`` picks a PostgreSQL schema, default ``public``; ``?pool_max=N``
-    caps the connection pool, default 10).
+    caps the connection pool, default 10). ``delivery_only`` (``relay worker``): SQLite
+    then runs its operations on the event loop's thread (see ``InlineCommitter``).
 
     Drivers import lazily: asyncpg is needed only for PostgreSQL.
     """
@@ -53,4 +54,4 @@ def open_store(database_url: str) -> Store:
         return PostgresStore(dsn, schema=schema, max_size=int(pool_max))
     from receiver.store.sqlite import SqliteStore
 
-    return SqliteStore.from_url(database_url)
+    return SqliteStore.from_url(database_url, inline=delivery_only)

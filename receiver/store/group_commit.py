@@ -64,8 +64,62 @@ class _Outcome:
     error: BaseException | None = None
 
 
+class _Batches:
+    """Runs a batch of jobs in one transaction on a connection (both committers)."""
+
+    stats: CommitStats
+    _synchronous: str
+
+    def _execute(self, connection: sqlite3.Connection, batch: list[_Job[Any]]) -> list[_Outcome]:
+        """Run ``batch`` in one transaction; every job's outcome (none is settled yet)."""
+        outcomes: list[_Outcome] = []
+        try:
+            write = any(job.write for job in batch)
+            self._set_synchronous(connection, durable=any(job.durable for job in batch))
+            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            for job in batch:
+                outcomes.append(self._run_one(connection, job))
+            connection.execute("COMMIT")
+        except BaseException as exc:
+            if connection.in_transaction:
+                # a failing ROLLBACK must not kill the writer thread (every caller would hang)
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            outcomes = [_Outcome(job, error=exc) for job in batch]
+        self.stats.batches += 1
+        self.stats.operations += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        return outcomes
+
+    def _set_synchronous(self, connection: sqlite3.Connection, *, durable: bool) -> None:
+        wanted = "FULL" if durable else "NORMAL"
+        if wanted != self._synchronous:
+            connection.execute(f"PRAGMA synchronous = {wanted}")
+            self._synchronous = wanted
+
+    @staticmethod
+    def _run_one(connection: sqlite3.Connection, job: _Job[Any]) -> _Outcome:
+        if not job.savepoint:
+            changes = connection.total_changes
+            try:
+                return _Outcome(job, value=job.run(connection))
+            except Exception as exc:
+                if connection.total_changes != changes:  # raised after writing: undo all
+                    raise RuntimeError("a store operation failed half-way") from exc
+                return _Outcome(job, error=exc)
+        connection.execute("SAVEPOINT op")
+        try:
+            value = job.run(connection)
+        except Exception as exc:
+            connection.execute("ROLLBACK TO op")
+            connection.execute("RELEASE op")
+            return _Outcome(job, error=exc)
+        connection.execute("RELEASE op")
+        return _Outcome(job, value=value)
+
+
 @dataclass
-class GroupCommitter:
+class GroupCommitter(_Batches):
     """Runs operations on ``connect()``'s connection in a dedicated thread."""
 
     connect: Callable[[], sqlite3.Connection]
@@ -140,50 +194,7 @@ class GroupCommitter:
             connection.close()
 
     def _run_batch(self, connection: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
-        outcomes: list[_Outcome] = []
-        try:
-            write = any(job.write for job in batch)
-            self._set_synchronous(connection, durable=any(job.durable for job in batch))
-            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            for job in batch:
-                outcomes.append(self._run_one(connection, job))
-            connection.execute("COMMIT")
-        except BaseException as exc:
-            if connection.in_transaction:
-                # a failing ROLLBACK must not kill the writer thread (every caller would hang)
-                with contextlib.suppress(sqlite3.Error):
-                    connection.execute("ROLLBACK")
-            outcomes = [_Outcome(job, error=exc) for job in batch]
-        self.stats.batches += 1
-        self.stats.operations += len(batch)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        _deliver_all(outcomes)
-
-    def _set_synchronous(self, connection: sqlite3.Connection, *, durable: bool) -> None:
-        wanted = "FULL" if durable else "NORMAL"
-        if wanted != self._synchronous:
-            connection.execute(f"PRAGMA synchronous = {wanted}")
-            self._synchronous = wanted
-
-    @staticmethod
-    def _run_one(connection: sqlite3.Connection, job: _Job[Any]) -> _Outcome:
-        if not job.savepoint:
-            changes = connection.total_changes
-            try:
-                return _Outcome(job, value=job.run(connection))
-            except Exception as exc:
-                if connection.total_changes != changes:  # raised after writing: undo all
-                    raise RuntimeError("a store operation failed half-way") from exc
-                return _Outcome(job, error=exc)
-        connection.execute("SAVEPOINT op")
-        try:
-            value = job.run(connection)
-        except Exception as exc:
-            connection.execute("ROLLBACK TO op")
-            connection.execute("RELEASE op")
-            return _Outcome(job, error=exc)
-        connection.execute("RELEASE op")
-        return _Outcome(job, value=value)
+        _deliver_all(self._execute(connection, batch))
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
@@ -195,6 +206,74 @@ class GroupCommitter:
                 return
             if item is not None:
                 _deliver(_Outcome(item, error=exc))
+
+
+@dataclass
+class InlineCommitter(_Batches):
+    """``GroupCommitter``'s interface without its thread: a batch runs on the event loop's
+    own thread, right after the loop iteration its first operation was submitted in
+    (what else was submitted meanwhile joins it).
+
+    For a process that only delivers (``relay worker``): its writes are claims and
+    outcomes without fsync, so blocking the loop for a batch (~1-3 ms) costs less than
+    handing every operation to a thread and back, which makes the two threads fight over
+    the GIL (measured: 18-20 % less CPU per delivery). Not for a web process: a fsync, or
+    another process holding the file's write lock, would stall every request meanwhile.
+    """
+
+    connect: Callable[[], sqlite3.Connection]
+    max_batch: int = 256
+    stats: CommitStats = field(default_factory=CommitStats)
+    _pending: list[_Job[Any]] = field(default_factory=list, init=False)
+    _connection: sqlite3.Connection | None = field(default=None, init=False)
+    _closed: bool = field(default=False, init=False)
+    _broken: BaseException | None = field(default=None, init=False)
+    _synchronous: str = field(default="FULL", init=False)
+
+    async def submit(
+        self, run: Operation[T], *, write: bool = True, durable: bool = True, savepoint: bool = True
+    ) -> T:
+        """As ``GroupCommitter.submit``."""
+        if self._broken is not None:
+            raise self._broken
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append(_Job(run, write, write and durable, savepoint, loop, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._run_pending)
+        return await future
+
+    def _run_pending(self) -> None:
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            connection = self._connection
+            if connection is None:
+                try:
+                    connection = self._connection = self.connect()
+                except BaseException as exc:  # as the thread's: every operation fails
+                    self._broken = exc
+                    batch += self._pending
+                    self._pending.clear()
+                    _settle_all([_Outcome(job, error=exc) for job in batch])
+                    return
+            _settle_all(self._execute(connection, batch))
+
+    async def close(self) -> None:
+        """Finish queued work and close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._run_pending()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+#: what ``SqliteStore`` runs its operations through
+Committer = GroupCommitter | InlineCommitter
 
 
 def _deliver(outcome: _Outcome) -> None:

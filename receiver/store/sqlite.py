@@ -32,7 +32,7 @@ from receiver.store.base import (
     JobLookup,
     OutcomeShorthands,
 )
-from receiver.store.group_commit import CommitStats, GroupCommitter
+from receiver.store.group_commit import CommitStats, Committer, GroupCommitter, InlineCommitter
 from receiver.store.rows import (
     DELIVERY_COLUMNS,
     DELIVERY_VIEW_COLUMNS,
@@ -110,15 +110,23 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
     """The ``Store`` on one SQLite file; see the module docstring."""
 
     def __init__(
-        self, path: str | Path, *, busy_timeout_ms: int = 5000, max_batch: int = 256
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = 5000,
+        max_batch: int = 256,
+        inline: bool = False,
     ) -> None:
+        """``inline``: run operations on the event loop's thread (``InlineCommitter``,
+        for a process that only delivers), not on a writer thread."""
         self.path = Path(path)
         self._busy_timeout_ms = busy_timeout_ms
-        self._writer = GroupCommitter(self._connect, max_batch=max_batch)
+        committer = InlineCommitter if inline else GroupCommitter
+        self._writer: Committer = committer(self._connect, max_batch=max_batch)
         self._signal = WorkSignal()
 
     @classmethod
-    def from_url(cls, database_url: str) -> SqliteStore:
+    def from_url(cls, database_url: str, *, inline: bool = False) -> SqliteStore:
         """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
         prefix = "sqlite:///"
         path = database_url[len(prefix) :] if database_url.startswith(prefix) else ""
@@ -126,7 +134,7 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
             raise ConfigError(
                 [f"DATABASE_URL must be sqlite:///<file> or postgresql://…, not {database_url!r}"]
             )
-        return cls(path)
+        return cls(path, inline=inline)
 
     @property
     def commit_stats(self) -> CommitStats:

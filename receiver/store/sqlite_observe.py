@@ -20,7 +20,7 @@ from receiver.events import DueDelivery, Event
 from receiver.feed import FEED_COLUMNS, FeedEntry, FeedFilter, FeedItem, entry_values, filter_sql
 from receiver.feed import item_data as _data
 from receiver.sink_health import HealthChange, HealthState, SinkHealth
-from receiver.store.group_commit import GroupCommitter
+from receiver.store.group_commit import Committer
 from receiver.store.observe import Pruned, SinkStats
 from receiver.store.rows import DELIVERY_COLUMNS, delivery_from_row
 from receiver.store.wakeup import WorkSignal
@@ -353,7 +353,7 @@ FEED_POLL_S = 0.5  # other processes' commits are not signalled on SQLite: look 
 class SqliteObservations:
     """The ``ObservableStore`` methods of ``SqliteStore`` (mixed in)."""
 
-    _writer: GroupCommitter
+    _writer: Committer
 
     @property
     def _feed_signal(self) -> WorkSignal:

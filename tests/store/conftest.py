@@ -1,4 +1,5 @@
-"""Fixtures for the store contract suite: every test runs against SQLite and PostgreSQL.
+"""Fixtures for the store contract suite: every test runs against SQLite (with its writer
+thread, and inline on the loop as ``relay worker`` runs it) and PostgreSQL.
 
 PostgreSQL comes from ``RELAY_TEST_PG`` (CI: ``postgresql://postgres@127.0.0.1:5432/test``);
 each test gets its own random schema, dropped afterwards. Without ``RELAY_TEST_PG`` the
@@ -37,11 +38,15 @@ class Backend:
         return store
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=["sqlite", "sqlite-inline", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
+        # sqlite-inline: the operations run on the loop's thread (``relay worker``)
         path = tmp_path / "relay.db"
-        backend = Backend("sqlite", lambda: SqliteStore(path))
+        inline = request.param == "sqlite-inline"
+        backend = Backend("sqlite", lambda: SqliteStore(path, inline=inline))
         try:
             yield backend
         finally:
