@@ -241,3 +241,29 @@ async def test_one_batch_records_every_attempt_feed_entry_and_health_change(
     feed = await store.read_feed(head, FeedFilter(types=("delivery.*",)))
     assert sorted(i.data["delivery_id"] for i in feed) == sorted(i.delivery.id for i in items)
     assert {i.type for i in feed} == {"delivery.retry_scheduled"}
+
+
+async def test_record_outcomes_applies_only_to_pending_deliveries(store: Store) -> None:
+    """In one batch: a delivery already finished gets nothing (no attempt, no feed entry),
+    and one delivery given two outcomes (its lease ran out and it was claimed again)
+    takes the first only, as if they had been written one by one."""
+    await seed_deliveries(store, 3, sinks=("app",))
+    first, second, third = await store.claim_due(T0, limit=3, lease_s=30, owner="w1")
+    delivered = Decision.delivered(200)
+    await store.record_outcomes([outcome(first, delivered, up=True)])
+    retry = Decision.retry(T0 + 9 * SECOND, 503, "HTTP 503")
+    await store.record_outcomes(
+        [
+            outcome(first, retry, up=True),  # already delivered: not applied
+            outcome(second, delivered, up=True),
+            outcome(second, retry, up=True),  # the same delivery again: not applied
+            outcome(third, retry, up=True),
+        ]
+    )
+    states = {d.id: d.state for d in await store.list_deliveries(DeliveryFilter())}
+    assert states[first.delivery.id] is DeliveryState.DELIVERED
+    assert states[second.delivery.id] is DeliveryState.DELIVERED
+    assert states[third.delivery.id] is DeliveryState.PENDING
+    for item, statuses in ((first, [200]), (second, [200]), (third, [503])):
+        attempts = await store.list_attempts(item.delivery.id)
+        assert [a.status for a in attempts] == statuses
