@@ -28,7 +28,6 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-import httpx
 import structlog
 
 from handlers.retry_after import Answered, retry_after
@@ -40,13 +39,15 @@ from handlers.sinks.aws import (
 )
 from handlers.sinks.base import DeliveryNote, SinkAnswer, SinkConfig, required_options
 from handlers.sinks.client import HttpClient, TransportError
-from handlers.sinks.safe_fetch import BlockedAddress, Resolver, blocked_reason, guarded_client
 from receiver.errors import DeliveryFailed
 from receiver.events import Event, EventType
 
 if TYPE_CHECKING:
+    import httpx
     from types_aiobotocore_s3.client import S3Client
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+
+    from handlers.sinks.safe_fetch import BlockedAddress, Resolver
 
 log = structlog.get_logger("relay.sinks.s3")
 PART_SIZE = 8 * 1024 * 1024
@@ -152,6 +153,8 @@ def _refused_note(refused: BlockedAddress) -> DeliveryNote:
 
 def _transport_error(exc: httpx.HTTPError) -> str:
     """A short text for a failed image fetch (no URL: it may carry a token)."""
+    import httpx
+
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     return f"connection failed ({type(exc).__name__})"
@@ -195,6 +198,9 @@ class S3Sink:
         # that checks every connection's resolved address (handlers/sinks/safe_fetch.py)
         self._guard: httpx.AsyncClient | None = None
         if self._guarded:
+            # imported here: httpx/httpcore cost ~50 ms of a cold start that needs no S3
+            from handlers.sinks.safe_fetch import guarded_client
+
             self._guard = (
                 guarded_client(resolver, timeout_s=config.timeout_s)
                 if resolver is not None
@@ -271,6 +277,8 @@ class S3Sink:
             s3 = await self._client()
             metadata: dict[str, str] = {}
             if self._copy_images and event.type is EventType.COMPLETED and image_url:
+                from handlers.sinks.safe_fetch import BlockedAddress
+
                 try:
                     image_key = await self._copy_image(s3, image_url, base)
                 except BlockedAddress as refused:
@@ -323,6 +331,10 @@ class S3Sink:
     ) -> str:
         """``_copy_image`` through the SSRF-checking client: every connection's resolved
         address is checked, and no redirect is followed."""
+        import httpx
+
+        from handlers.sinks.safe_fetch import blocked_reason
+
         try:
             async with guard.stream(
                 "GET", url, timeout=self.config.timeout_s, follow_redirects=False
