@@ -50,7 +50,8 @@ def _delivery(attempts: int = 2) -> Delivery:
 
 
 def _page(template: str, **context: Any) -> str:
-    return _templates().get_template(template).render(
+    page = _templates().get_template(template)
+    return page.render(
         request_path="/ui/x", csrf="c", authenticated=True, nonce="n", refresh_s=5, **context
     )
 
