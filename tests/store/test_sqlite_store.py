@@ -257,3 +257,41 @@ async def test_fresh_file_opened_by_two_stores_at_once(tmp_path: Path) -> None:
             for store in stores:
                 await store.close()
         assert versions[0] == versions[1] >= 1
+
+
+async def test_inline_committer_runs_on_the_loop_and_shares_a_batch(tmp_path: Path) -> None:
+    """``InlineCommitter`` (``relay worker``): operations submitted in one loop iteration
+    commit together on the loop's own thread; a failing one fails alone; closed refuses."""
+    store = SqliteStore(tmp_path / "inline.db", inline=True)
+    await store.migrate()
+    before = store.commit_stats.batches
+    threads = await asyncio.gather(
+        *(store._writer.submit(lambda c: threading.get_ident(), write=False) for _ in range(5))
+    )
+    assert set(threads) == {threading.get_ident()}
+    assert store.commit_stats.batches == before + 1
+
+    def fails(c: sqlite3.Connection) -> None:
+        raise sqlite3.IntegrityError("boom")
+
+    job = make_job()
+    failed, created = await asyncio.gather(
+        store._writer.submit(fails), store.create_job(job), return_exceptions=True
+    )
+    assert isinstance(failed, sqlite3.IntegrityError)
+    assert not isinstance(created, BaseException)
+    assert await store.get_job(job.id) is not None
+    await store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.get_job(job.id)
+
+
+async def test_inline_committer_fails_every_operation_when_it_cannot_open(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "dir.db").mkdir()  # a directory where the file should be
+    store = SqliteStore(tmp_path / "dir.db", inline=True)
+    for _ in range(2):
+        with pytest.raises(sqlite3.OperationalError):
+            await store.migrate()
+    await store.close()

@@ -69,3 +69,52 @@ async def test_a_cancelled_caller_still_gets_its_item_written() -> None:
     writer.gate.set()
     await batcher.flush()
     assert writer.batches == [[7]]
+
+
+async def test_a_linger_gathers_items_into_one_batch() -> None:
+    """With ``linger_s`` the first item waits for company: items added over the next
+    moments go in the same batch, and nothing is written before the linger ends."""
+    writer = Writer()
+    batcher = Batcher(writer.write_many, linger_s=5.0)  # flush ends it early
+    batcher.add(1)
+    await asyncio.sleep(0.01)
+    batcher.add(2)
+    await asyncio.sleep(0.01)
+    assert writer.batches == []  # still lingering
+    await batcher.flush()
+    assert writer.batches == [[1, 2]]
+
+
+async def test_a_full_batch_or_a_flush_ends_the_linger() -> None:
+    writer = Writer()
+    batcher = Batcher(writer.write_many, max_batch=3, linger_s=10.0)
+    for n in range(3):
+        batcher.add(n)
+    await asyncio.wait_for(_written(writer, 1), timeout=1.0)  # full: no 10 s wait
+    batcher.add(3)
+    await asyncio.wait_for(batcher.flush(), timeout=1.0)  # flushed: no 10 s wait either
+    assert writer.batches == [[0, 1, 2], [3]]
+
+
+async def test_added_items_that_fail_are_reported_with_their_count() -> None:
+    """``add`` has no caller to raise to: a failed batch goes to ``on_error`` with the
+    number of added items in it (awaited ones get the error as before)."""
+    writer = Writer(fail_on=2)
+    failures: list[tuple[str, int]] = []
+    batcher = Batcher(writer.write_many, on_error=lambda exc, n: failures.append((str(exc), n)))
+    writer.gate.clear()
+    awaited = asyncio.ensure_future(batcher.submit(3))  # queued before the writer runs
+    batcher.add(1)
+    batcher.add(2)
+    await asyncio.sleep(0)
+    writer.gate.set()
+    await batcher.flush()
+    with pytest.raises(RuntimeError, match="locked"):
+        await awaited
+    assert failures == [("database is locked", 2)]
+    assert writer.batches == []
+
+
+async def _written(writer: Writer, batches: int) -> None:
+    while len(writer.batches) < batches:
+        await asyncio.sleep(0.005)

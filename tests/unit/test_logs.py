@@ -74,3 +74,30 @@ def test_redaction_of_keys_and_callback_paths() -> None:
         "n": 1,
     }
     assert redact_path("/v1/jobs/job_1") == "/v1/jobs/job_1"
+
+
+def test_json_lines_render_with_orjson_and_fall_back_to_json() -> None:
+    """``dumps_log_line`` renders bytes; what orjson refuses (an integer beyond 64 bits)
+    still renders, through ``json``."""
+    import json
+
+    from receiver.logs import dumps_log_line
+
+    assert json.loads(dumps_log_line({"event": "x", "n": 1, 2: "non-str key"})) == {
+        "event": "x",
+        "n": 1,
+        "2": "non-str key",
+    }
+    assert json.loads(dumps_log_line({"big": 2**70})) == {"big": 2**70}
+
+
+def test_timestamps_are_rfc3339_utc_with_microseconds() -> None:
+    import re
+    from datetime import UTC, datetime
+
+    from receiver.logs import add_timestamp
+
+    stamp = add_timestamp(None, "info", {})["timestamp"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+    parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - parsed).total_seconds()) < 2
