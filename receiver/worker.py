@@ -46,9 +46,10 @@ IDLE_WAIT_S = 1.0
 STORE_ERROR_BACKOFF_S = 1.0
 BLOCKED_WAIT_S = 0.25  # due work exists but is paused or leased elsewhere
 REFILL_WAIT_S = 0.01  # with deliveries in flight, claim more at most this often
-#: outcomes wait this long for company before they are written: under load one commit
-#: then carries dozens (each commit costs the writer ~1 ms, whatever it holds). Nothing
-#: waits on it but the lease and the stream's delivery.* entries.
+#: outcomes wait this long for company before they are written: under load one store
+#: trip then carries dozens, not a handful. No delivery waits for it (its slot is free at
+#: once); its lease keeps it from being claimed again meanwhile, and the stream's
+#: delivery.* entries appear up to this much later.
 OUTCOME_LINGER_S = 0.02
 
 

@@ -1,4 +1,5 @@
-"""``GroupCommitter``: one thread owns a SQLite connection and commits in batches.
+"""``GroupCommitter``: one thread owns a SQLite connection and commits in batches
+(``InlineCommitter``: the same batches, run on the event loop's own thread).
 
 Coroutines submit operations (callables taking the connection); the thread takes
 the first queued operation, drains whatever else is queued right now (up to
