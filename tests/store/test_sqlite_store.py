@@ -295,3 +295,35 @@ async def test_inline_committer_fails_every_operation_when_it_cannot_open(
         with pytest.raises(sqlite3.OperationalError):
             await store.migrate()
     await store.close()
+
+
+async def test_inline_committer_waits_for_a_locked_file_without_blocking_the_loop(
+    tmp_path: Path,
+) -> None:
+    """Another process holding the write lock: the inline batch is retried while the
+    loop goes on, and commits once the lock is free; held past ``busy_timeout``, it fails
+    as a locked BEGIN does."""
+    path = tmp_path / "locked.db"
+    store = SqliteStore(path, inline=True, busy_timeout_ms=300)
+    await store.migrate()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    job = make_job()
+    created = asyncio.ensure_future(store.create_job(job))
+    ticks = 0
+    for _ in range(10):  # the loop keeps running while the write waits
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 10
+    assert not created.done()
+    holder.execute("COMMIT")
+    assert (await asyncio.wait_for(created, timeout=2))[1]
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.create_job(make_job())
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert await store.get_job(job.id) is not None
+    await store.close()
