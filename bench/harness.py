@@ -217,6 +217,15 @@ def relay_worker(database_url: str, config: Path, workdir: Path) -> Proc:
     return spawn(["-m", "receiver", "worker"], env, workdir / f"worker-{time.time_ns()}.log")
 
 
+async def wait_ready_worker(proc: Proc, timeout_s: float = 30.0) -> None:
+    """Until ``relay worker`` logged ``worker.started``."""
+    deadline = time.monotonic() + timeout_s
+    while "worker.started" not in proc.log():
+        if proc.popen.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"relay worker did not start:\n{proc.log()[-3000:]}")
+        await asyncio.sleep(0.05)
+
+
 # -- stores -------------------------------------------------------------------------------
 
 

@@ -51,6 +51,8 @@ REFILL_WAIT_S = 0.01  # with deliveries in flight, claim more at most this often
 #: once); its lease keeps it from being claimed again meanwhile, and the stream's
 #: delivery.* entries appear up to this much later.
 OUTCOME_LINGER_S = 0.02
+#: an outcome whose lease ends sooner than this is written at once, without the linger
+LEASE_MARGIN_S = 1.0
 
 
 class DeliveryWorker:
@@ -317,6 +319,10 @@ class DeliveryWorker:
             # the linger, so the next claim already sees the circuit
             await self._outcomes.flush()
             self.board.invalidate()
+        elif self._clock() > lease_ends - LEASE_MARGIN_S:
+            # its lease is nearly out: written now, before anyone may claim it again
+            # (a linger past the lease could get it sent twice)
+            await self._outcomes.flush()
         self._report(delivery.sink, result, decision, now, bound)
 
     def _counter(self, sink: str, outcome: str) -> Any:

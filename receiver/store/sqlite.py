@@ -6,14 +6,17 @@ concurrent operations together: many callbacks arriving at once share one fsync
 ``busy_timeout`` lets several processes (a web process and ``relay worker``) share
 the file; their writes serialise on SQLite's lock.
 
-``wait_for_work`` only hears about work committed by this process. An external
-worker on SQLite therefore notices another process's new deliveries when its
-timeout elapses; run the worker in-process (the default) for instant wake-ups, or
-use PostgreSQL, whose LISTEN/NOTIFY reaches every process.
+``wait_for_work`` hears about work committed by this process at once, and about
+another process's commits (a web's new events, for a separate ``relay worker``) within
+``WATCH_S``: while something waits, the store reads ``PRAGMA data_version``, which
+changes with every commit made by another connection. (PostgreSQL's LISTEN/NOTIFY
+reaches every process at once.)
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -48,6 +51,7 @@ from receiver.store.sqlite_observe import SqliteObservations
 from receiver.store.wakeup import WorkSignal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+WATCH_S = 0.02  # how often a waiting store looks for other processes' commits
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -124,6 +128,7 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
         committer = InlineCommitter if inline else GroupCommitter
         self._writer: Committer = committer(self._connect, max_batch=max_batch)
         self._signal = WorkSignal()
+        self._watcher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, database_url: str, *, inline: bool = False) -> SqliteStore:
@@ -162,6 +167,10 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
         await self._writer.submit(_ping, write=False)
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self._writer.close()
 
     # -- jobs --------------------------------------------------------------------------
@@ -504,7 +513,28 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
     # -- wake-ups ----------------------------------------------------------------------
 
     async def wait_for_work(self, timeout_s: float) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch_other_processes())
         await self._signal.wait(timeout_s)
+
+    async def _watch_other_processes(self) -> None:
+        """Wake the waiters when another process commits (see the module docstring)."""
+        seen: int | None = None
+        while True:
+            if self._signal.waiting:
+                version: int | None
+                try:
+                    version = await self._writer.submit(_data_version, write=False)
+                except Exception:  # the next look, or the waiter's own timeout, will do
+                    version = seen
+                if seen is not None and version != seen:
+                    self._signal.notify()
+                seen = version
+            await asyncio.sleep(WATCH_S)
+
+
+def _data_version(c: sqlite3.Connection) -> int:
+    return int(c.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _ping(c: sqlite3.Connection) -> None:

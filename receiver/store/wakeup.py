@@ -27,6 +27,11 @@ class WorkSignal:
         )
         self._waiters: set[asyncio.Future[None]] = set()
 
+    @property
+    def waiting(self) -> bool:
+        """Whether a task is waiting now."""
+        return bool(self._waiters)
+
     def notify(self) -> None:
         """Work may exist: wake every waiter, now and (for busy tasks) later."""
         self._generation += 1

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -327,3 +328,27 @@ async def test_inline_committer_waits_for_a_locked_file_without_blocking_the_loo
         holder.close()
     assert await store.get_job(job.id) is not None
     await store.close()
+
+
+async def test_another_process_commit_wakes_a_waiting_store(tmp_path: Path) -> None:
+    """``wait_for_work`` on SQLite returns soon after another connection (another
+    process: a web, for a separate ``relay worker``) commits work, not at its timeout;
+    with nothing committed it waits."""
+    path = tmp_path / "two.db"
+    worker_side = SqliteStore(path, inline=True)
+    web_side = SqliteStore(path)
+    await worker_side.migrate()
+    try:
+        await worker_side.wait_for_work(0.15)  # the watcher has looked once
+        started = time.monotonic()
+        await worker_side.wait_for_work(0.3)
+        assert time.monotonic() - started >= 0.25  # nothing committed: the full wait
+        waiting = asyncio.ensure_future(worker_side.wait_for_work(10))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await web_side.ingest(make_ingest(None, task="elsewhere"))
+        await asyncio.wait_for(waiting, timeout=2)
+        assert time.monotonic() - started < 1
+    finally:
+        await web_side.close()
+        await worker_side.close()
