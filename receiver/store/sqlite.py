@@ -457,11 +457,7 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
         """The earliest moment a pending delivery may be claimed (a lease defers it)."""
 
         def run(c: sqlite3.Connection) -> datetime | None:
-            row = c.execute(
-                "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, next_attempt_at)))"
-                " FROM deliveries WHERE state = 'pending'"
-            ).fetchone()
-            return _at(row[0])
+            return _at(_next_due_us(c))
 
         return await self._writer.submit(run, write=False)
 
@@ -531,6 +527,27 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
                     self._signal.notify()
                 seen = version
             await asyncio.sleep(WATCH_S)
+
+
+def _next_due_us(c: sqlite3.Connection) -> int | None:
+    """``MIN(MAX(next_attempt_at, lease_until))`` over pending deliveries without reading
+    them all (12 ms at 50,000 pending, every 0.25 s while a paused sink holds a backlog):
+    walking the due index, the first row not leased past its due time gives the answer
+    unless a lease before it ends sooner, and only rows still leased come before it."""
+    first = c.execute(
+        "SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_due"
+        " WHERE state = 'pending' AND (lease_until IS NULL OR lease_until <= next_attempt_at)"
+        " ORDER BY next_attempt_at LIMIT 1"
+    ).fetchone()
+    bound = first[0] if first is not None else None
+    leased = c.execute(
+        "SELECT MIN(lease_until) FROM deliveries INDEXED BY deliveries_due"
+        " WHERE state = 'pending' AND lease_until > next_attempt_at"
+        + ("" if bound is None else " AND next_attempt_at < ?"),
+        () if bound is None else (bound,),
+    ).fetchone()[0]
+    candidates = [v for v in (bound, leased) if v is not None]
+    return min(candidates) if candidates else None
 
 
 def _data_version(c: sqlite3.Connection) -> int:
