@@ -17,7 +17,6 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 
@@ -99,7 +98,6 @@ class DeliveryWorker:
         #: resolved when a delivery finishes (or, with ``_wake_when_empty``, the last one):
         #: waiting on it costs O(1), where ``asyncio.wait(in_flight)`` costs O(in flight)
         self._slot_waiter: asyncio.Future[None] | None = None
-        self._children: dict[tuple[str, str | None], Any] = {}  # metric children
         self._wake_when_empty = False
         self._outcomes: Batcher[DeliveryOutcome] = Batcher(
             store.record_outcomes, linger_s=OUTCOME_LINGER_S, on_error=_record_failed
@@ -287,7 +285,7 @@ class DeliveryWorker:
                 self._record(delivery.id, Decision.released(at))
                 return
             result = await self._attempt(sink, item.event, bound)
-        self._timer(delivery.sink).observe(result.duration_s)
+        self.metrics.delivery_seconds.labels(delivery.sink).observe(result.duration_s)
         now = utcnow()
         decision = decide(
             result,
@@ -324,21 +322,6 @@ class DeliveryWorker:
             # (a linger past the lease could get it sent twice)
             await self._outcomes.flush()
         self._report(delivery.sink, result, decision, now, bound)
-
-    def _counter(self, sink: str, outcome: str) -> Any:
-        """``relay_deliveries_total{sink, outcome}``'s child, looked up once (``labels``
-        takes a lock and builds its key on every call)."""
-        child = self._children.get((sink, outcome))
-        if child is None:
-            child = self._children[(sink, outcome)] = self.metrics.deliveries.labels(sink, outcome)
-        return child
-
-    def _timer(self, sink: str) -> Any:
-        """The delivery-duration histogram's child for ``sink``, looked up once."""
-        child = self._children.get((sink, None))
-        if child is None:
-            child = self._children[(sink, None)] = self.metrics.delivery_seconds.labels(sink)
-        return child
 
     def _pause_left_s(self, sink: str) -> float:
         return self._paused_until.get(sink, 0.0) - self._clock()
@@ -464,7 +447,7 @@ class DeliveryWorker:
         if disposition is Disposition.RELEASED:  # throttled: no attempt used
             retry_in_s = (decision.at - now).total_seconds() if decision.at else 0.0
             if decision.rate_limited:  # by the destination (429 + Retry-After)
-                self._counter(sink, "rate_limited").inc()
+                self.metrics.deliveries.labels(sink, "rate_limited").inc()
                 bound.info(
                     "delivery.rate_limited",
                     status=decision.status,
@@ -473,7 +456,7 @@ class DeliveryWorker:
             else:  # by the sink's own pacing: nothing was sent
                 bound.debug("delivery.throttled", retry_in_s=round(retry_in_s, 3))
             return
-        self._counter(sink, disposition.value).inc()
+        self.metrics.deliveries.labels(sink, disposition.value).inc()
         if disposition is Disposition.DELIVERED:
             if result.note_reason is not None:
                 self.metrics.delivery_notes.labels(sink, result.note_reason).inc()
