@@ -1,11 +1,11 @@
 """``Batcher``: group commit at the application level.
 
-Callers ``await batcher.submit(item)``; items submitted while a batch is being written
-wait and go together in the next one (up to ``max_batch``). Under light load an item is
-written at once, alone (or after ``linger_s``, if set: a batch then waits that long for
-company, unless it fills up or ``flush`` is called); under heavy load one store trip
-carries many. Each caller gets
-its own batch's result: returns once its item is committed, or raises its batch's error.
+Callers ``await batcher.submit(item)`` (or ``add`` it without waiting); items submitted
+while a batch is being written wait and go together in the next one (up to
+``max_batch``). Under light load an item is written at once, alone (or after
+``linger_s``, if set: a batch then waits that long for company, unless it fills up or
+``flush`` is called); under heavy load one store trip carries many. Each caller gets its
+own batch's result: returns once its item is committed, or raises its batch's error.
 """
 
 from __future__ import annotations
