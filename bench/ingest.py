@@ -24,7 +24,7 @@ from pathlib import Path
 import harness
 from harness import Load, print_table
 
-MAX_RPS = 4000  # seeded callbacks per second of load: distinct tasks, never repeated
+MAX_RPS = 8000  # seeded callbacks per second of load: distinct tasks, never repeated
 
 
 @dataclass

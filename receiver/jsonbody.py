@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
+
+import orjson
 
 from receiver.errors import BadRequest, PayloadError
 
@@ -56,11 +59,49 @@ def _check_depth(value: Any, max_depth: int) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
+#: orjson reads an integer past 64 bits as a float: a run of 19 digits (anywhere, a
+#: string's included) sends the text the exact way
+_LONG_DIGITS = re.compile(r"\d{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+_UNDECIDED = object()
+
+
 def loads_strict(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     """``json.loads`` without its extensions: no ``NaN``/``Infinity`` literals, no
     number that overflows to infinity (``1e400``), no integer past Python's digit
     limit, nesting at most ``max_depth``, no invalid UTF-8 or lone surrogates.
     Raises ``StrictJSONError`` (a ``ValueError``)."""
+    value = _loads_fast(text, max_depth)
+    return _loads_exact(text, max_depth) if value is _UNDECIDED else value
+
+
+def _loads_fast(text: str | bytes, max_depth: int) -> Any:
+    """orjson's answer where it is the same as ``_loads_exact``'s (a fraction of the
+    cost): orjson refuses everything the exact way refuses (and a little more: a BOM,
+    UTF-16), so only its acceptance is trusted; a refusal or a long digit run is
+    ``_UNDECIDED``. Property-tested against ``_loads_exact``."""
+    if isinstance(text, bytes):
+        long_digits = _LONG_DIGITS_BYTES.search(text) is not None
+        brackets = text.count(b"[") + text.count(b"{")
+    else:
+        long_digits = _LONG_DIGITS.search(text) is not None
+        brackets = text.count("[") + text.count("{")
+    if long_digits:
+        return _UNDECIDED
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _UNDECIDED
+    if brackets > max_depth:  # fewer brackets than that cannot nest deeper
+        try:
+            _check_depth(value, max_depth)
+        except StrictJSONError:
+            return _UNDECIDED
+    return value
+
+
+def _loads_exact(text: str | bytes, max_depth: int) -> Any:
+    """The standard library's parser with the extensions refused (see ``loads_strict``)."""
     try:
         value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
         _check_depth(value, max_depth)

@@ -48,10 +48,15 @@ _SECRET_QUERY = re.compile(
 #: a text none of these occur in matches none of the patterns above (each pattern needs
 #: one of them), so most log values skip the five substitutions: one C-level scan instead
 _TRIGGER = re.compile(
-    r"/callbacks/|e[yJ][A-Za-z0-9_-]{4,}\.|whsec_|hooks\.slack\.com/services/"
+    r"/callbacks/[^/?#\s\"']+/|e[yJ][A-Za-z0-9_-]{4,}\.|whsec_|hooks\.slack\.com/services/"
     r"|(?i:bearer|basic)\s|[?&;]"
 )
 _registered: tuple[str, ...] = ()
+#: texts found clean since the last ``register_secrets``: log values repeat (a
+#: provider's name, a path, an event type), and a dict lookup is a tenth of a scan
+_clean: dict[str, None] = {}
+_CLEAN_MAX_ITEMS = 4096
+_CLEAN_MAX_CHARS = 256
 MIN_SECRET_CHARS = 6
 
 
@@ -61,6 +66,7 @@ def register_secrets(values: Iterable[str | None]) -> None:
     global _registered
     found = {v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_CHARS}
     _registered = tuple(sorted(set(_registered) | found, key=len, reverse=True))
+    _clean.clear()  # a text clean before may hold a newly registered value
 
 
 def configured_secrets(settings: Settings) -> list[str]:
@@ -92,12 +98,19 @@ def redact_text(text: str) -> str:
     """``text`` with every credential-shaped part replaced: callback tokens at any
     depth of a ``/callbacks/`` path, signed tokens, ``whsec_`` secrets, Bearer values,
     secret-named query parameters and the registered secret values."""
-    for value in _registered:
-        if value in text:
-            text = text.replace(value, REDACTED)
-    if _TRIGGER.search(text) is None:
+    if text in _clean:
         return text
-    return _redact_shapes(text)
+    redacted = text
+    for value in _registered:
+        if value in redacted:
+            redacted = redacted.replace(value, REDACTED)
+    if _TRIGGER.search(redacted) is not None:
+        redacted = _redact_shapes(redacted)
+    if redacted == text and len(text) <= _CLEAN_MAX_CHARS:  # or redacted already
+        if len(_clean) >= _CLEAN_MAX_ITEMS:
+            _clean.clear()
+        _clean[text] = None
+    return redacted
 
 
 def _redact_shapes(text: str) -> str:

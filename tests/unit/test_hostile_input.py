@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from receiver.errors import BadRequest, PayloadError
-from receiver.jsonbody import decode_json, decode_nested, loads_strict
+from receiver.jsonbody import (
+    StrictJSONError,
+    _loads_exact,
+    decode_json,
+    decode_nested,
+    loads_strict,
+)
 from receiver.logs import REDACTED, _redact_shapes, redact_secrets, redact_text, register_secrets
 from receiver.tokens import CallbackTokens
 
@@ -53,6 +59,76 @@ def test_nested_json_is_bounded() -> None:
         with pytest.raises(PayloadError) as refused:
             decode_nested(text, "promptJson")
         assert refused.value.field == "promptJson"
+
+
+_JSON_FRAGMENTS = st.sampled_from(
+    [
+        "{",
+        "}",
+        "[",
+        "]",
+        '"',
+        ":",
+        ",",
+        " ",
+        "\t",
+        "\n",
+        "-",
+        ".",
+        "e",
+        "E+",
+        "0",
+        "7",
+        "1e400",
+        "-1e400",
+        "1e-400",
+        "NaN",
+        "Infinity",
+        "true",
+        "null",
+        "\\u0000",
+        "\\ud800",
+        "\\ud83d\\ude00",
+        "\\",
+        "\ufeff",
+        "\x01",
+        "9" * 19,
+        "18446744073709551616",
+        "-9223372036854775809",
+        "0.1",
+        "1" * 18,
+    ]
+)
+_JSON_LIKE = st.lists(st.one_of(_JSON_FRAGMENTS, st.text(max_size=3)), max_size=24).map("".join)
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _verdict(parse: Any, text: str | bytes) -> tuple[str, str]:
+    try:
+        return ("ok", json.dumps(parse(text)))  # tells 1 from 1.0 and -0.0 from 0.0
+    except StrictJSONError as exc:
+        return ("refused", "too deep" if exc.too_deep else "")
+
+
+@given(st.one_of(_JSON_LIKE, _JSON_VALUES.map(json.dumps)), st.booleans(), st.sampled_from([3, 64]))
+@settings(max_examples=600, deadline=None)
+def test_the_orjson_fast_path_decides_as_the_exact_parser(
+    text: str, as_bytes: bool, max_depth: int
+) -> None:
+    """``loads_strict`` takes orjson's answer only where it is the standard library's."""
+    data: str | bytes = text.encode("utf-8", "surrogatepass") if as_bytes else text
+    fast = _verdict(lambda t: loads_strict(t, max_depth=max_depth), data)
+    assert fast == _verdict(lambda t: _loads_exact(t, max_depth), data)
 
 
 def test_loads_strict_is_a_value_error() -> None:
@@ -150,6 +226,25 @@ def test_registered_secrets_are_redacted_in_any_field() -> None:
     assert out["api_key"] == REDACTED
     assert out["path"] == "/callbacks/useapi/" + REDACTED
     assert redact_text("short") == "short"  # too short to register: would redact words
+
+
+def test_a_text_found_clean_is_redacted_once_its_secret_is_registered() -> None:
+    """``redact_text`` remembers clean texts; registering a secret forgets them."""
+    text = "the sink answered late-registered-0077 twice"
+    assert redact_text(text) == text
+    assert redact_text(text) == text  # from the memo
+    register_secrets(["late-registered-0077"])
+    assert redact_text(text) == f"the sink answered {REDACTED} twice"
+
+
+def test_the_clean_memo_stays_bounded() -> None:
+    from receiver import logs
+
+    for n in range(logs._CLEAN_MAX_ITEMS + 10):
+        redact_text(f"value-{n}")
+    redact_text("x" * (logs._CLEAN_MAX_CHARS + 1))
+    assert len(logs._clean) <= logs._CLEAN_MAX_ITEMS
+    assert "x" * (logs._CLEAN_MAX_CHARS + 1) not in logs._clean
 
 
 def test_a_traceback_is_redacted_too() -> None:
