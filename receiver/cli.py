@@ -104,14 +104,11 @@ async def _worker(settings: Settings, *, once: bool, budget_s: float) -> int:
     from receiver.once import work_once
     from receiver.retention import run_retention
     from receiver.runtime import Runtime
-    from receiver.store import open_store
 
     if once:
         print(json.dumps({"attempted": await work_once(settings, budget_s)}))
         return 0
-    # this process only delivers (and polls): its SQLite writes run on the loop's thread
-    store = open_store(settings.database_url, delivery_only=True)
-    async with Runtime.open(settings, store=store) as runtime:
+    async with Runtime.open(settings) as runtime:
         worker = runtime.worker(grace_s=SHUTDOWN_GRACE_S)
         tasks = [
             asyncio.create_task(worker.run()),

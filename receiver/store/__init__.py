@@ -34,11 +34,12 @@ def split_schema(database_url: str) -> tuple[str, str]:
     return url, "public" if schema is None else schema
 
 
-def open_store(database_url: str, *, delivery_only: bool = False) -> Store:
+def open_store(database_url: str) -> Store:
     """The backend for ``DATABASE_URL``: ``sqlite:///path`` or ``postgresql://…``
     (``?schema=name`` picks a PostgreSQL schema, default ``public``; ``?pool_max=N``
-    caps the connection pool, default 10). ``delivery_only`` (``relay worker``): SQLite
-    then runs its operations on the event loop's thread (see ``InlineCommitter``).
+    caps the connection pool, default 10). SQLite runs its statements on the event
+    loop's thread of the store's first use (see ``InlineCommitter``): use the store
+    from that loop only.
 
     Drivers import lazily: asyncpg is needed only for PostgreSQL.
     """
@@ -54,4 +55,4 @@ def open_store(database_url: str, *, delivery_only: bool = False) -> Store:
         return PostgresStore(dsn, schema=schema, max_size=int(pool_max))
     from receiver.store.sqlite import SqliteStore
 
-    return SqliteStore.from_url(database_url, inline=delivery_only)
+    return SqliteStore.from_url(database_url, inline=True)

@@ -121,8 +121,9 @@ class SqliteStore(SqliteObservations, OutcomeShorthands):
         max_batch: int = 256,
         inline: bool = False,
     ) -> None:
-        """``inline``: run operations on the event loop's thread (``InlineCommitter``,
-        for a process that only delivers), not on a writer thread."""
+        """``inline``: run statements on the event loop's thread (``InlineCommitter``,
+        what ``open_store`` gives every process), not on a writer thread (usable from
+        several loops: tests that share one store between threads)."""
         self.path = Path(path)
         self._busy_timeout_ms = busy_timeout_ms
         committer = InlineCommitter if inline else GroupCommitter

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from receiver.errors import ConfigError, IdempotencyMismatch
 from receiver.store import open_store
-from receiver.store.group_commit import GroupCommitter
+from receiver.store.group_commit import GroupCommitter, InlineCommitter
 from receiver.store.sqlite import SqliteStore
 from tests.store.factories import make_ingest, make_job
 
@@ -34,7 +34,9 @@ def test_from_url_accepts_relative_and_absolute_paths(tmp_path: Path) -> None:
     """sqlite:///rel is relative to the working directory, sqlite:////abs is absolute."""
     assert SqliteStore.from_url("sqlite:///./relay.db").path == Path("relay.db")
     assert SqliteStore.from_url(f"sqlite:///{tmp_path}/r.db").path == tmp_path / "r.db"
-    assert isinstance(open_store(f"sqlite:///{tmp_path}/r.db"), SqliteStore)
+    opened = open_store(f"sqlite:///{tmp_path}/r.db")
+    assert isinstance(opened, SqliteStore)
+    assert isinstance(opened._writer, InlineCommitter)  # every process: see its docstring
     for bad in ("sqlite://", "sqlite:///", "sqlite:///:memory:", "mysql://x"):
         with pytest.raises(ConfigError):
             SqliteStore.from_url(bad)
