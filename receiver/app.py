@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from receiver.bootstrap import announce_generated, bootstrap, exit_on_user_error
 from receiver.errors import ConfigError, RelayError
+from receiver.gc_tuning import tuned_gc
 from receiver.logs import RequestLogMiddleware, configured_secrets, register_secrets
 from receiver.retention import run_retention
 from receiver.routes import callbacks, deliveries, docs, health, jobs, stream, ui, upscales
@@ -78,7 +79,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
                 sinks=sorted(runtime.sinks),
             )
             try:
-                yield state
+                with tuned_gc():
+                    yield state
             finally:
                 for task in background:
                     task.cancel()

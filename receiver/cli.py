@@ -101,6 +101,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 async def _worker(settings: Settings, *, once: bool, budget_s: float) -> int:
+    from receiver.gc_tuning import tuned_gc
     from receiver.once import work_once
     from receiver.retention import run_retention
     from receiver.runtime import Runtime
@@ -120,7 +121,8 @@ async def _worker(settings: Settings, *, once: bool, budget_s: float) -> int:
             # a deploy's SIGTERM: finish in-flight deliveries instead of abandoning them
             # to their leases (which would delay them and send some twice)
             loop.add_signal_handler(signum, lambda: [task.cancel() for task in tasks])
-        await asyncio.gather(*tasks, return_exceptions=True)
+        with tuned_gc():
+            await asyncio.gather(*tasks, return_exceptions=True)
     return 0
 
 
