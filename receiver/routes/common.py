@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 from typing import Any, cast
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -88,8 +89,20 @@ async def read_json(request: Request) -> Any:
     return decode_json(body)
 
 
+class FastJSONResponse(JSONResponse):
+    """``JSONResponse`` rendered by orjson (the same compact UTF-8 bytes, a fraction of
+    the cost on every callback's answer); what orjson refuses (an integer past 64 bits,
+    a key that is not a string) is rendered by ``JSONResponse`` itself."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except TypeError:
+            return super().render(content)
+
+
 def json_response(body: Any, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status_code)
+    return FastJSONResponse(body, status_code=status_code)
 
 
 #: longer than any id, reference or sink name the relay hands out

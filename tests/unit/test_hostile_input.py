@@ -18,7 +18,14 @@ from receiver.jsonbody import (
     decode_nested,
     loads_strict,
 )
-from receiver.logs import REDACTED, _redact_shapes, redact_secrets, redact_text, register_secrets
+from receiver.logs import (
+    REDACTED,
+    _redact_shapes,
+    redact_path,
+    redact_secrets,
+    redact_text,
+    register_secrets,
+)
 from receiver.tokens import CallbackTokens
 
 
@@ -209,6 +216,18 @@ def test_the_fast_path_skips_only_texts_no_pattern_changes(text: str) -> None:
     """``redact_text`` skips the substitutions when its trigger finds nothing: it must then
     give exactly what running every substitution gives."""
     assert redact_text(text) == _redact_shapes(text)
+
+
+_PATH_PARTS = st.sampled_from(
+    ["/callbacks/", "apiframe", "kie-ai", "/", "eyJhbGciOi", ".", "~", "_"]
+)
+_PATHS = st.lists(st.one_of(_PATH_PARTS, st.text(max_size=4)), max_size=10).map("".join)
+
+
+@given(st.one_of(_PATHS, st.builds("/callbacks/{}/{}".format, st.text(max_size=8), _PATHS)))
+@settings(max_examples=400, deadline=None)
+def test_redact_path_is_redact_text(path: str) -> None:
+    assert redact_path(path) == redact_text(path)
 
 
 def test_registered_secrets_are_redacted_in_any_field() -> None:
