@@ -6,9 +6,10 @@ Several web processes and workers share one database safely:
   DO NOTHING``), so a duplicate callback hitting two processes at once makes one event;
 - ``claim_due`` / ``claim_pollable`` lock rows ``FOR UPDATE SKIP LOCKED`` and write a
   lease, so claimers never share a row and a dead worker's lease simply expires;
-- ingest, replay, release and poll changes ``NOTIFY relay_work`` inside their
-  transaction (payload: the schema), and ``wait_for_work`` listens on a dedicated
-  connection, so every process wakes when any process commits work;
+- replay, release and poll changes ``NOTIFY relay_work`` inside their transaction
+  (payload: the schema), ingest right after its commit, coalesced (``_announce``), and
+  ``wait_for_work`` listens on a dedicated connection, so every process wakes when any
+  process commits work;
 - ``schema=`` isolates a deployment (or a test run): every pooled connection gets it
   as ``search_path`` and ``migrate`` creates it.
 """
@@ -23,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
 import asyncpg
+import structlog
 
 from receiver.errors import IdempotencyMismatch, NotFound
 from receiver.events import (
@@ -54,7 +56,11 @@ from receiver.store.rows import (
 )
 from receiver.store.wakeup import WorkSignal
 
+log = structlog.get_logger("relay.store")
+
 CHANNEL = "relay_work"
+#: the least time between two coalesced ingest NOTIFYs of one process (see ``_announce``)
+NOTIFY_SPACING_S = 0.005
 Record = asyncpg.Record
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[Record]"
 
@@ -88,11 +94,9 @@ WITH event AS (
     WHERE id = $2 AND EXISTS (SELECT 1 FROM event)
 ), feed AS (
     INSERT INTO feed (type, job_id, ref, provider, event_id, created_at)
-    SELECT $5, $2, $18, $3, event.id, $7 FROM event
-), wake AS (
-    SELECT pg_notify($15, $16) FROM event WHERE $17
+    SELECT $5, $2, $15, $3, event.id, $7 FROM event
 )
-SELECT (SELECT count(*) FROM event) + 0 * (SELECT count(*) FROM wake)
+SELECT count(*) FROM event
 """
 
 # One attempt's outcome ($1: it counts as an attempt) or a release (only the due time
@@ -193,6 +197,8 @@ class PostgresStore(PostgresObservations, OutcomeShorthands):
         self._listen_lock = asyncio.Lock()
         self._signal = WorkSignal()
         self._closed = False
+        self._announcer: asyncio.Task[None] | None = None
+        self._announce_again = False
 
     async def _db(self) -> asyncpg.Pool[Record]:
         if self._closed:
@@ -216,6 +222,9 @@ class PostgresStore(PostgresObservations, OutcomeShorthands):
         await (await self._db()).fetchval("SELECT 1")
 
     async def close(self) -> None:
+        announcer = self._announcer
+        if announcer is not None and not announcer.done():
+            await asyncio.wait([announcer], timeout=1)  # the last commits' NOTIFY goes out
         self._closed = True
         await self._close_observations()
         listener, self._listener = self._listener, None
@@ -384,16 +393,36 @@ class PostgresStore(PostgresObservations, OutcomeShorthands):
             statuses_behind(status) if status is not None else [],
             record.finished_at,
             status is not None and status.terminal,
-            CHANNEL,
-            self.schema,
-            wake,
             event.data["ref"],
         )
         if inserted:
             self._feed_appended()
         if inserted and wake:
             self._signal.notify()
+            self._announce()
         return bool(inserted)
+
+    def _announce(self) -> None:
+        """NOTIFY the other processes that work exists, soon after the commit and
+        coalesced: at most one NOTIFY in flight, the next ``NOTIFY_SPACING_S`` after it,
+        covering every commit before it is sent. A NOTIFY inside each ingest transaction
+        serialises their commits (PostgreSQL takes one global lock on its notification
+        queue at commit): measured 2,370 → 3,590 ingests/s at 8 concurrent,
+        bench/store_ingest.py. A wake-up lost to a crash meanwhile only delays the
+        others' workers to their next look (``wait_for_work``'s timeout)."""
+        self._announce_again = True
+        if self._announcer is None or self._announcer.done():
+            self._announcer = asyncio.get_running_loop().create_task(self._notify_others())
+
+    async def _notify_others(self) -> None:
+        while self._announce_again and not self._closed:
+            self._announce_again = False  # what commits from here on needs another NOTIFY
+            try:
+                await (await self._db()).execute("SELECT pg_notify($1, $2)", CHANNEL, self.schema)
+            except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
+                log.warning("store.notify_failed", error=type(exc).__name__)
+                return
+            await asyncio.sleep(NOTIFY_SPACING_S)
 
     async def list_events(self, job_id: str) -> list[Event]:
         rows = await (await self._db()).fetch(

@@ -47,6 +47,37 @@ async def test_notify_wakes_a_waiter_in_another_store(backend: Backend) -> None:
 
 
 @postgres_only
+async def test_a_burst_of_ingests_is_announced_coalesced_and_to_its_end(
+    backend: Backend,
+) -> None:
+    """Ingests NOTIFY after their commit, not inside it (a NOTIFY per commit serialises
+    commits), and a burst shares a few NOTIFYs; the last one follows the last commit."""
+    import asyncpg
+
+    one, two = await _pair(backend)
+    heard: list[float] = []
+    listener = await asyncpg.connect(backend.dsn)
+    await listener.add_listener(
+        "relay_work",
+        lambda *args: heard.append(time.monotonic()) if args[3] == backend.schema else None,
+    )
+    try:
+        await asyncio.gather(*(one.ingest(make_ingest(None, task=f"burst-{n}")) for n in range(40)))
+        last_commit = time.monotonic()
+        for _ in range(100):
+            if heard and heard[-1] >= last_commit:
+                break
+            await asyncio.sleep(0.01)
+        assert heard
+        assert heard[-1] >= last_commit  # the burst's end was announced
+        assert len(heard) < 20  # coalesced: not one per ingest
+    finally:
+        await listener.close()
+        await one.close()
+        await two.close()
+
+
+@postgres_only
 async def test_replay_and_release_notify_other_stores(backend: Backend) -> None:
     """Replay and release in one store wake a waiter in another."""
     one, two = await _pair(backend)
