@@ -182,6 +182,15 @@ def _where(where: DeliveryFilter, first: int) -> tuple[str, list[Any]]:
     return filter_clause(where, lambda n: f"${first + n - 1}")
 
 
+async def _keep_session(connection: asyncpg.Connection[Record]) -> None:
+    """The pool's reset on release, instead of asyncpg's ``RESET ALL; UNLISTEN *; …``
+    (a round trip per checkout, a third of a callback's: measured below). asyncpg still
+    rolls back an unfinished transaction first; beyond that the relay's pooled
+    connections hold no session state: no LISTEN (the listener is a connection of its
+    own), no cursor outside a transaction, no ``SET`` but ``migrate``'s ``search_path`` to
+    the schema they start with, and ``migrate`` releases its advisory lock itself."""
+
+
 class PostgresStore(PostgresObservations, OutcomeShorthands):
     """The ``Store`` on PostgreSQL; see the module docstring."""
 
@@ -211,6 +220,7 @@ class PostgresStore(PostgresObservations, OutcomeShorthands):
                         min_size=self._pool_size[0],
                         max_size=self._pool_size[1],
                         server_settings={"search_path": self.schema},
+                        reset=_keep_session,
                     )
         return self._pool
 
