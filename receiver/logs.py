@@ -106,7 +106,8 @@ def redact_text(text: str) -> str:
             redacted = redacted.replace(value, REDACTED)
     if _TRIGGER.search(redacted) is not None:
         redacted = _redact_shapes(redacted)
-    if redacted == text and len(text) <= _CLEAN_MAX_CHARS:  # or redacted already
+    # clean, or a fixed point (already redacted): redacting it again gives it back
+    if redacted == text and len(text) <= _CLEAN_MAX_CHARS:
         if len(_clean) >= _CLEAN_MAX_ITEMS:
             _clean.clear()
         _clean[text] = None

@@ -184,7 +184,8 @@ def _where(where: DeliveryFilter, first: int) -> tuple[str, list[Any]]:
 
 async def _keep_session(connection: asyncpg.Connection[Record]) -> None:
     """The pool's reset on release, instead of asyncpg's ``RESET ALL; UNLISTEN *; …``
-    (a round trip per checkout, a third of a callback's: measured below). asyncpg still
+    (a round trip per checkout; without it 3,070 → 4,130 ingests/s at 8 concurrent,
+    bench/store_ingest.py). asyncpg still
     rolls back an unfinished transaction first; beyond that the relay's pooled
     connections hold no session state: no LISTEN (the listener is a connection of its
     own), no cursor outside a transaction, no ``SET`` but ``migrate``'s ``search_path`` to
@@ -417,7 +418,7 @@ class PostgresStore(PostgresObservations, OutcomeShorthands):
         coalesced: at most one NOTIFY in flight, the next ``NOTIFY_SPACING_S`` after it,
         covering every commit before it is sent. A NOTIFY inside each ingest transaction
         serialises their commits (PostgreSQL takes one global lock on its notification
-        queue at commit): measured 2,370 → 3,590 ingests/s at 8 concurrent,
+        queue at commit): measured 2,370 → 3,070 ingests/s at 8 concurrent,
         bench/store_ingest.py. A wake-up lost to a crash meanwhile only delays the
         others' workers to their next look (``wait_for_work``'s timeout)."""
         self._announce_again = True
