@@ -117,7 +117,8 @@ def spawn(args: Sequence[str], env: dict[str, str], log_path: Path) -> Proc:
         subprocess.Popen(
             [
                 *("py-spy", "record", "--pid", str(popen.pid), "--format", "raw"),
-                *("--rate", "250", "--nonblocking", "--threads", "--output", str(out)),
+                *("--rate", "250", "--threads", "--output", str(out)),
+                *(["--native"] if os.environ.get("BENCH_PYSPY_NATIVE") else ["--nonblocking"]),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

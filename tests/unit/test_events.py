@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from receiver.events import (
     CallbackMode,
     ErrorCode,
@@ -12,6 +14,8 @@ from receiver.events import (
     UpdateState,
     build_event,
     event_id,
+    new_id,
+    new_ordered_id,
     utcnow,
 )
 
@@ -73,3 +77,21 @@ def test_failed_event_carries_error_and_round_trips() -> None:
     assert event.data["error"] == {"code": "moderated", "message": "banned"}
     assert event.data["image_url"] is None
     assert Event.from_json(event.to_json()).to_json() == event.to_json()
+
+
+def test_ordered_ids_sort_by_creation_and_look_like_random_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Same shape as ``new_id`` (prefix, 24 hex digits); later ids sort later, ids made
+    in the same millisecond differ."""
+    import receiver.events as events
+
+    moments = iter([1_700_000_000_000_000_000 + n * 1_000_000 for n in range(200)])
+    monkeypatch.setattr(events.time, "time_ns", lambda: next(moments))
+    made = [new_ordered_id("dlv") for _ in range(200)]
+    assert made == sorted(made)
+    assert all(len(i) == len(new_id("dlv")) and i.startswith("dlv_") for i in made)
+    assert all(int(i[4:], 16) >= 0 for i in made)
+    monkeypatch.setattr(events.time, "time_ns", lambda: 1_700_000_000_000_000_000)
+    same_moment = {new_ordered_id("dlv") for _ in range(1000)}
+    assert len(same_moment) == 1000
