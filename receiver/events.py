@@ -132,7 +132,10 @@ def new_ordered_id(prefix: str) -> str:
     time in milliseconds, so ids made later sort later: rows keyed by them are appended
     to their indexes instead of landing at random pages (a delivery's id is written to
     two indexes; its attempts are keyed by it). 52 random bits keep ids made in the same
-    millisecond apart."""
+    millisecond apart. For SQLite, whose one writer at a time makes an append pure gain
+    (store CPU per delivery ~85 -> ~55 us with ``temp_store``); PostgreSQL keeps random
+    ids: its concurrent inserters would all queue on the rightmost leaf page (its
+    store_ingest at 8 concurrent measured 5-18 % lower with ordered ids)."""
     return f"{prefix}_{time.time_ns() // 1_000_000:011x}{secrets.token_hex(7)[:13]}"
 
 

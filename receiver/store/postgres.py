@@ -33,7 +33,7 @@ from receiver.events import (
     Event,
     Job,
     JobStatus,
-    new_ordered_id,
+    new_id,
 )
 from receiver.store import postgres_observe, postgres_schema
 from receiver.store.base import (
@@ -397,7 +397,7 @@ class PostgresStore(PostgresObservations, OutcomeShorthands):
             event.type.value,
             event.to_json(),
             record.now,
-            [new_ordered_id("dlv") for _ in sinks],
+            [new_id("dlv") for _ in sinks],
             sinks,
             record.provider_task_id,
             status.value if status is not None else None,
