@@ -112,7 +112,8 @@ def spawn(args: Sequence[str], env: dict[str, str], log_path: Path) -> Proc:
         )
     profile_dir = os.environ.get("BENCH_PYSPY")
     if profile_dir and args[0] in ("-m", "-c"):
-        # a py-spy profile of each relay process (collapsed stacks), written when it exits
+        # a py-spy profile of each relay process (collapsed stacks), written when it exits;
+        # BENCH_PYSPY_NATIVE=1 adds C frames (SQLite, libc), pausing the process per sample
         out = Path(profile_dir) / f"{log_path.stem}.txt"
         subprocess.Popen(
             [
