@@ -294,7 +294,7 @@ async def _gather_limited(coroutines: Any, limit: int = 64) -> list[Any]:
 async def seed_jobs(database_url: str, count: int) -> list[Callback]:
     """``count`` submitted Apiframe jobs (each with its task id and secret) in the store,
     and the signed per-job callback that completes each."""
-    from receiver.events import CallbackMode, Job, JobStatus, new_id, utcnow
+    from receiver.events import CallbackMode, Job, JobStatus, new_ordered_id, utcnow
     from receiver.store import open_store
     from receiver.tokens import CallbackTokens, new_job_secret
 
@@ -304,7 +304,7 @@ async def seed_jobs(database_url: str, count: int) -> list[Callback]:
     run = secrets.token_hex(3)
     jobs = [
         Job(
-            id=new_id("job"),
+            id=new_ordered_id("job"),
             provider="apiframe",
             parent_id=f"parent-{run}-{n}",
             action="U1",

@@ -23,7 +23,7 @@ from receiver.events import (
     JobStatus,
     ProviderUpdate,
     build_event,
-    new_id,
+    new_ordered_id,
     utcnow,
 )
 from receiver.jsonbody import decode_json
@@ -209,7 +209,7 @@ class Ingestor:
         (the callback is answered at once; its event comes from the confirming poll)."""
         now = utcnow()
         job = Job(
-            id=new_id(EXTERNAL_JOB_PREFIX),
+            id=new_ordered_id(EXTERNAL_JOB_PREFIX),
             provider=provider.name,
             parent_id=update.parent_id or "",
             action="",

@@ -34,7 +34,7 @@ from receiver.events import (
     JobStatus,
     ProviderUpdate,
     UpdateState,
-    new_id,
+    new_ordered_id,
     utcnow,
 )
 from receiver.ingest import Record
@@ -152,7 +152,7 @@ class Submitter:
         now = utcnow()
         deadline = now + timedelta(seconds=provider.config.deadline_s)
         job = Job(
-            id=new_id("job"),
+            id=new_ordered_id("job"),
             provider=request.provider,
             parent_id=request.parent_id,
             action=request.action,
