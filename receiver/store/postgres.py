@@ -397,6 +397,9 @@ class PostgresStore(PostgresObservations, OutcomeShorthands):
             event.type.value,
             event.to_json(),
             record.now,
+            # random, unlike SQLite's (``new_ordered_id``): ids made at the insert itself
+            # are always the newest, and concurrent inserters would all queue on the
+            # index's rightmost leaf page (store_ingest at 8 concurrent: 5-18 % lower)
             [new_id("dlv") for _ in sinks],
             sinks,
             record.provider_task_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from receiver.events import (
@@ -90,8 +92,9 @@ def test_ordered_ids_sort_by_creation_and_look_like_random_ones(
     monkeypatch.setattr(events.time, "time_ns", lambda: next(moments))
     made = [new_ordered_id("dlv") for _ in range(200)]
     assert made == sorted(made)
-    assert all(len(i) == len(new_id("dlv")) and i.startswith("dlv_") for i in made)
-    assert all(int(i[4:], 16) >= 0 for i in made)
+    shape = re.compile(r"dlv_[0-9a-f]{24}")
+    assert shape.fullmatch(new_id("dlv"))
+    assert all(shape.fullmatch(i) for i in made)
     monkeypatch.setattr(events.time, "time_ns", lambda: 1_700_000_000_000_000_000)
     same_moment = {new_ordered_id("dlv") for _ in range(1000)}
     assert len(same_moment) == 1000
