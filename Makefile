@@ -53,6 +53,7 @@ bench: $(STAMP) wrk
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/store_ingest.py
+	$(BIN)/python bench/app_cpu.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis relay.db* demo-events.jsonl
