@@ -40,7 +40,7 @@ unit: $(STAMP) chromium
 
 test: lint typecheck unit
 
-# bench/ingest.py's load generator, as the issue measured: the built-in Python one needs a
+# bench/ingest.py's load generator (wrk -t1 -c64 -d10s): the built-in Python one needs a
 # core of its own on 2 cores and caps the bare baseline (README, Performance); installed only
 # if missing, and the benchmarks fall back to the built-in one where it cannot be
 wrk:

@@ -101,7 +101,7 @@ async def main() -> None:
     print(f"## ingest: {tool} -c{args.connections} -d{args.duration:g}s, {harness.machine()}")
     if not harness.wrk_available():
         # measured on 2 cores: bare starlette 5,750-8,150 rps from this generator against
-        # 13,600-14,100 from wrk in the same session, while the relay's rps barely moves
+        # 12,900-15,500 from wrk in the same session, while the relay's rps barely moves
         print(
             "  ! wrk is not installed (`make bench` installs it): the built-in generator"
             " takes a core itself and caps the bare baseline, so the ratios read high"
