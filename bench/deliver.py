@@ -115,9 +115,9 @@ async def main() -> None:
                     relay_rates.append(value)
                     cpu_ms.append(1000 * max(usage.cpu_s - start_up_s, 0) / max(delivered, 1))
                     rss.append(usage.max_rss_mb)
-                    bare_rate, bare_cpu = await bare_round(sink_url, args.events)
-                    bare_rates.append(bare_rate)
-                    bare_cpu_ms.append(bare_cpu)
+                    round_rate, round_cpu_ms = await bare_round(sink_url, args.events)
+                    bare_rates.append(round_rate)
+                    bare_cpu_ms.append(round_cpu_ms)
                     print(
                         f"  {backend}: relay {value:.0f}/s, bare {bare_rates[-1]:.0f}/s "
                         f"({time.monotonic() - started:.0f} s)",

@@ -15,7 +15,7 @@ import receiver.app
 print("rich imported by the relay:", "rich" in sys.modules)
 import rich
 print("rich importable afterwards:", rich.MARK)
-import logging, structlog
+import structlog
 from receiver.logs import configure_logging
 configure_logging("console")
 try:
