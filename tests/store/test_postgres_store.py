@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from receiver.errors import ConfigError
 from receiver.events import Job, JobStatus, ProviderUpdate, utcnow
 from receiver.ingest import Outcome
 from receiver.store import DeliveryFilter, open_store
+from tests.helpers.postgres import pg_execute, pg_schema
 from tests.store.conftest import PG_ENV, pg_dsn
 from tests.store.factories import SECOND, T0, make_ingest, make_job, seed_deliveries
 
@@ -248,3 +250,44 @@ def test_missing_server_fails_under_ci_and_skips_locally() -> None:
     with pytest.raises(pytest.skip.Exception, match=PG_ENV):
         pg_dsn({"CI": "false"})
     assert pg_dsn({PG_ENV: "postgresql://h/db", "CI": "true"}) == "postgresql://h/db"
+
+
+async def test_next_due_walks_the_index_to_the_same_answer() -> None:
+    """``NEXT_DUE_SQL`` (two walks of ``deliveries_due``) equals the plain aggregate it
+    replaced, ``MIN(GREATEST(next_attempt_at, lease_until))``, for random mixes of due
+    times and leases (expired, running, none), on the real server."""
+    from receiver.store.postgres import NEXT_DUE_SQL
+
+    scan = (
+        "SELECT MIN(GREATEST(next_attempt_at, lease_until)) FROM deliveries WHERE state = 'pending'"
+    )
+    draw = random.Random(20261202)
+    async with pg_schema() as schema:
+        await pg_execute(schema.dsn, f"CREATE SCHEMA {schema.schema}")
+        async with schema.connect() as c:
+            await c.execute(
+                "CREATE TABLE deliveries (seq bigserial PRIMARY KEY, state text,"
+                " next_attempt_at timestamptz, lease_until timestamptz);"
+                "CREATE INDEX deliveries_due ON deliveries (next_attempt_at)"
+                " WHERE state = 'pending'"
+            )
+            answers = set()
+            for _ in range(150):
+                await c.execute("TRUNCATE deliveries")
+                rows = [
+                    (
+                        "pending" if draw.random() < 0.9 else "delivered",
+                        T0 + draw.randint(0, 50) * SECOND,
+                        None if draw.random() < 0.4 else T0 + draw.randint(0, 80) * SECOND,
+                    )
+                    for _ in range(draw.randint(0, 30))
+                ]
+                await c.executemany(
+                    "INSERT INTO deliveries (state, next_attempt_at, lease_until)"
+                    " VALUES ($1, $2, $3)",
+                    rows,
+                )
+                expected = await c.fetchval(scan)
+                assert await c.fetchval(NEXT_DUE_SQL) == expected, rows
+                answers.add(expected is None)
+            assert answers == {True, False}  # both empty and non-empty backlogs were drawn
