@@ -1,12 +1,16 @@
 """Delivery throughput: ``relay worker`` draining a backlog vs a bare aiohttp loop.
 
-    .venv/bin/python bench/deliver.py [--events 3000] [--rounds 2]
+    .venv/bin/python bench/deliver.py [--events 3000] [--rounds 2] [--workers 1]
 
 For each store (SQLite; PostgreSQL too when ``RELAY_TEST_PG`` is set): N committed events,
 each with one pending delivery to an http sink, are drained by a real ``relay worker`` into
 a local sink (``bench/servers.py sink``); then a bare aiohttp loop with the sink's
 concurrency POSTs N bodies of the same size to the same sink. A and B alternate ``rounds``
 times. Rates are measured at the sink (first to last arrival), the same way for both.
+
+``--workers N`` drains with N ``relay worker`` processes that share the sink's 8 in flight
+(``max_concurrency`` 8 / N each): the scale-out the store's leases allow, against the same
+one-process bare loop.
 
 Each side's CPU per delivery is printed too (the worker's from ``wait4``, less what a worker
 that starts and stops on an empty store spends; the bare loop's from ``process_time``):
@@ -51,16 +55,19 @@ def rate(stats: dict[str, float]) -> float:
 
 
 async def relay_round(
-    backend: str, work: Path, config: Path, sink_url: str, count: int
+    backend: str, work: Path, config: Path, sink_url: str, count: int, workers: int = 1
 ) -> tuple[float, harness.Usage, int]:
+    """``workers`` ``relay worker`` processes drain ``count`` seeded events; their CPU
+    summed, their peak RSS the largest."""
     async with harness.fresh_database(backend, work) as database_url:
         await harness.seed_events(database_url, count, ["hook"])
         await harness.sink_reset(sink_url)
-        worker = harness.relay_worker(database_url, config, work)
+        procs = [harness.relay_worker(database_url, config, work) for _ in range(workers)]
         try:
-            stats = await harness.wait_sink(sink_url, count, timeout_s=30, proc=worker)
+            stats = await harness.wait_sink(sink_url, count, timeout_s=30, proc=procs[0])
         finally:
-            usage = worker.stop()
+            usages = [proc.stop() for proc in procs]
+        usage = harness.Usage(sum(u.cpu_s for u in usages), max(u.max_rss_mb for u in usages))
         _events, states = await harness.store_counts(database_url)
     if stats["distinct"] < count:
         print(f"  ! only {stats['distinct']} of {count} events reached the sink")
@@ -93,13 +100,23 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=(1, 2, 4, 8),
+        help="relay worker processes, sharing the sink's 8 in flight (a scale-out try)",
+    )
     args = parser.parse_args()
-    print(f"## deliver: {args.events} events, {harness.machine()}")
+    workers = args.workers
+    print(f"## deliver: {args.events} events, {workers} relay worker(s), {harness.machine()}")
     rows = []
     with harness.workdir() as tmp:
         work = Path(tmp)
         async with harness.served("sink", work) as (_sink, sink_url):
-            config = harness.write_config(work, sink_url)
+            config = harness.write_config(
+                work, sink_url, harness.SINK_CONCURRENCY // workers, name="deliver"
+            )
             for backend in harness.backends():
                 relay_rates: list[float] = []
                 bare_rates: list[float] = []
@@ -110,10 +127,11 @@ async def main() -> None:
                 for _ in range(args.rounds):
                     started = time.monotonic()
                     value, usage, delivered = await relay_round(
-                        backend, work, config, sink_url, args.events
+                        backend, work, config, sink_url, args.events, workers
                     )
                     relay_rates.append(value)
-                    cpu_ms.append(1000 * max(usage.cpu_s - start_up_s, 0) / max(delivered, 1))
+                    work_s = max(usage.cpu_s - workers * start_up_s, 0)
+                    cpu_ms.append(1000 * work_s / max(delivered, 1))
                     rss.append(usage.max_rss_mb)
                     round_rate, round_cpu_ms = await bare_round(sink_url, args.events)
                     bare_rates.append(round_rate)

@@ -162,9 +162,12 @@ async def served(kind: str, workdir: Path, *extra: str) -> AsyncIterator[tuple[P
         proc.stop()
 
 
-def write_config(workdir: Path, sink_url: str) -> Path:
-    """One Apiframe provider (per-job secrets, account-level callbacks) and one http sink."""
-    path = workdir / "relay.toml"
+def write_config(
+    workdir: Path, sink_url: str, concurrency: int = SINK_CONCURRENCY, name: str = "relay"
+) -> Path:
+    """One Apiframe provider (per-job secrets, account-level callbacks) and one http sink
+    with ``concurrency`` deliveries in flight per process."""
+    path = workdir / f"{name}.toml"
     path.write_text(
         f"""
 [providers.apiframe]
@@ -176,7 +179,7 @@ account_webhook_secret = "{ACCOUNT_SECRET}"
 type = "http"
 url = "{sink_url}/hooks"
 secret = "{SINK_SECRET}"
-max_concurrency = {SINK_CONCURRENCY}
+max_concurrency = {concurrency}
 """
     )
     return path
